@@ -1,0 +1,1 @@
+"""runtime.audit package."""
