@@ -1,0 +1,1 @@
+"""Diagnosers: deterministic (default) and LLM-backed, behind one interface."""
