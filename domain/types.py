@@ -278,6 +278,9 @@ class Diagnosis(Frozen):
     diagnoser_version: str
     provider: str | None = None
     alternatives: tuple[tuple[Cause, float], ...] = ()
+    notes: tuple[str, ...] = Field(
+        default=(), description="how the diagnosis was reached, e.g. why an LLM answer was rejected"
+    )
 
 
 # --------------------------------------------------------------------------------------------
