@@ -1,0 +1,546 @@
+"""The deterministic diagnoser: the embedded default, no network, same inputs -> same output.
+
+It measures every series of the services in play before and after onset (robust effect sizes,
+`shifts.py`), builds one hypothesis per rule of the cause taxonomy that the evidence supports
+(a change shortly before onset, symptoms shared by every service of one provider, an anomalous
+callee under anomalous callers, a tail-latency climb with traffic, PII alerts, policy
+violations, a quality slide), scores each by evidence strength and turns scores into a
+confidence with one logistic (documented in docs/DIAGNOSIS.md). When the best confidence is
+below `abstain_below` it abstains: cause unknown, escalate to a human.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from agents.ports import IncidentContext
+from domain import (
+    Cause,
+    ChangeEvent,
+    ChangeEvidence,
+    ChangeKind,
+    Diagnosis,
+    Evidence,
+    SeriesEvidence,
+    Signal,
+    Topology,
+)
+
+from .shifts import SeriesShift, measure_shifts, strength
+
+VERSION = "1.0.0"
+
+#: Logistic that maps an evidence score to a confidence: conf = 1 / (1 + exp(-SLOPE * (score - MIDPOINT))).
+#: A score of MIDPOINT (e.g. one change right before onset plus one clear symptom) is a coin flip;
+#: each further clear symptom (~1.5-2.5 points) moves it most of the way to certainty.
+CONFIDENCE_MIDPOINT = 3.0
+CONFIDENCE_SLOPE = 1.3
+#: Confidence is never reported as certainty from metrics alone.
+CONFIDENCE_CEILING = 0.98
+
+_LATENCY = (Signal.LATENCY_P50_MS, Signal.LATENCY_P95_MS, Signal.LATENCY_P99_MS)
+
+
+def confidence_of(score: float) -> float:
+    """The documented logistic calibration from evidence score to confidence in [0, CEILING]."""
+    value = 1.0 / (1.0 + math.exp(-CONFIDENCE_SLOPE * (score - CONFIDENCE_MIDPOINT)))
+    return round(min(CONFIDENCE_CEILING, value), 4)
+
+
+@dataclass(frozen=True, slots=True)
+class Hypothesis:
+    """One candidate root cause on one service, with the score and evidence it rests on."""
+
+    cause: Cause
+    service: str
+    score: float
+    rationale: str
+    evidence: tuple[Evidence, ...] = ()
+    provider: str | None = None
+
+    @property
+    def confidence(self) -> float:
+        return confidence_of(self.score)
+
+    def sort_key(self) -> tuple[float, str, str]:
+        return (-round(self.score, 9), self.cause.value, self.service)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSymptoms:
+    """The per-signal evidence strengths of one service (0 = no worsening worth counting)."""
+
+    service: str
+    shifts: Mapping[str, SeriesShift]
+    anomalous_signals: frozenset[str] = frozenset()
+
+    def s(self, signal: str) -> float:
+        shift = self.shifts.get(signal)
+        boost = 1.0 if signal in self.anomalous_signals else 0.0
+        if shift is None:
+            return boost
+        return max(strength(shift.worse), boost if shift.worse > 0 else 0.0)
+
+    def rising(self, signal: str) -> float:
+        shift = self.shifts.get(signal)
+        return strength(shift.effect) if shift is not None else 0.0
+
+    def falling(self, signal: str) -> float:
+        shift = self.shifts.get(signal)
+        return strength(-shift.effect) if shift is not None else 0.0
+
+    def latency(self) -> float:
+        return max(self.s(sig) for sig in _LATENCY)
+
+    def overall(self) -> float:
+        """How anomalous the service looks: its strongest symptom plus a share of the others."""
+        values = sorted((self.s(sig) for sig in set(self.shifts) | self.anomalous_signals), reverse=True)
+        if not values:
+            return 0.0
+        return values[0] + 0.25 * sum(values[1:4])
+
+    def evidence(self, signals: Iterable[str], anomaly_ids: Mapping[tuple[str, str], str]) -> list[Evidence]:
+        out: list[Evidence] = []
+        for signal in sorted(set(signals)):
+            shift = self.shifts.get(signal)
+            if shift is None or self.s(signal) <= 0:
+                continue
+            out.append(
+                SeriesEvidence(
+                    service=self.service,
+                    signal=signal,
+                    before=round(shift.before, 6),
+                    after=round(shift.after, 6),
+                    window_s=shift.window_s,
+                    anomaly_id=anomaly_ids.get((self.service, signal)),
+                )
+            )
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRank:
+    """A service's place in the localisation ranking: how anomalous, how far upstream."""
+
+    service: str
+    score: float
+    anomaly: float
+    upstream: bool
+    evidence: tuple[Evidence, ...] = ()
+
+
+@dataclass(slots=True)
+class DeterministicDiagnoser:
+    """Rule-based, topology-aware diagnoser with calibrated confidence; abstains on weak evidence."""
+
+    before: timedelta = timedelta(minutes=30)
+    """How far before onset the baseline window reaches."""
+    after: timedelta = timedelta(minutes=30)
+    """How far after onset the symptom window reaches (capped at the incident's `now`)."""
+    change_lookback: timedelta = timedelta(hours=1)
+    """Changes this long before onset may still explain it (their weight halves every 15 min)."""
+    abstain_below: float = 0.5
+    """Below this confidence the diagnosis is cause=unknown."""
+    name: str = field(default="deterministic", init=False)
+    version: str = field(default=VERSION, init=False)
+
+    # ------------------------------------------------------------------------------------------
+    def diagnose(self, incident: IncidentContext) -> Diagnosis:
+        hypotheses, ranks = self.analyse(incident)
+        top = hypotheses[0] if hypotheses else None
+        alternatives = _alternatives(hypotheses, top)
+        if top is None or top.confidence < self.abstain_below:
+            service = ranks[0].service if ranks else _first_anomaly_service(incident)
+            evidence = ranks[0].evidence if ranks else ()
+            best = f"; best guess {top.cause.value} on {top.service} ({top.confidence:.2f})" if top else ""
+            return Diagnosis(
+                cause=Cause.UNKNOWN,
+                service=service,
+                confidence=min(top.confidence, self.abstain_below) if top else 0.0,
+                evidence=evidence,
+                rationale=f"evidence too weak for any cause{best}; escalate to a human",
+                diagnoser=self.name,
+                diagnoser_version=self.version,
+                alternatives=_alternatives(hypotheses, None),
+            )
+        return Diagnosis(
+            cause=top.cause,
+            service=top.service,
+            confidence=top.confidence,
+            evidence=top.evidence,
+            rationale=top.rationale,
+            diagnoser=self.name,
+            diagnoser_version=self.version,
+            provider=top.provider,
+            alternatives=alternatives,
+        )
+
+    def analyse(self, incident: IncidentContext) -> tuple[list[Hypothesis], list[ServiceRank]]:
+        """All supported hypotheses (best first) and the service localisation ranking."""
+        topology = incident.telemetry.topology()
+        services = sorted(set(topology.services) | {a.service for a in incident.anomalies})
+        changes = incident.telemetry.changes(
+            incident.onset - self.change_lookback, incident.onset + timedelta(minutes=5)
+        )
+        services = sorted(set(services) | {c.service for c in changes})
+        shifts = measure_shifts(
+            incident.telemetry, services, incident.onset, incident.now, before=self.before, after=self.after
+        )
+        anomaly_ids = {(a.service, a.signal): a.id for a in sorted(incident.anomalies, key=lambda a: (a.ts, a.id))}
+        symptoms: dict[str, ServiceSymptoms] = {}
+        for service in services:
+            own = {sig: sh for (svc, sig), sh in shifts.items() if svc == service}
+            flagged = frozenset(a.signal for a in incident.anomalies if a.service == service)
+            symptoms[service] = ServiceSymptoms(service, own, flagged)
+
+        ranks = rank_services(symptoms, topology, incident, anomaly_ids)
+        hypotheses: list[Hypothesis] = []
+        hypotheses += self._change_hypotheses(incident, changes, symptoms, anomaly_ids)
+        hypotheses += _provider_hypotheses(topology, symptoms, anomaly_ids, changes)
+        hypotheses += _upstream_hypotheses(ranks, topology, symptoms, anomaly_ids)
+        hypotheses += _symptom_hypotheses(incident, symptoms, anomaly_ids, changes)
+        hypotheses.sort(key=Hypothesis.sort_key)
+        return hypotheses, ranks
+
+    # ------------------------------------------------------------------------------------------
+    def _change_hypotheses(
+        self,
+        incident: IncidentContext,
+        changes: Sequence[ChangeEvent],
+        symptoms: Mapping[str, ServiceSymptoms],
+        anomaly_ids: Mapping[tuple[str, str], str],
+    ) -> list[Hypothesis]:
+        out: list[Hypothesis] = []
+        for change in changes:
+            sym = symptoms.get(change.service)
+            if sym is None:
+                continue
+            lead_s = (incident.onset - change.ts).total_seconds()
+            # A change right before onset weighs 2; the weight halves every 15 minutes; a change
+            # after onset cannot have caused it (weight 0.3 for clock skew).
+            proximity = 2.0 * 0.5 ** (lead_s / 900.0) if lead_s >= 0 else 0.3
+            change_ev = ChangeEvidence(
+                change_id=change.id,
+                service=change.service,
+                kind=change.kind,
+                from_value=change.from_value,
+                to_value=change.to_value,
+                seconds_before_onset=lead_s,
+            )
+            q, h, p = sym.s(Signal.QUALITY_SCORE), sym.s(Signal.HALLUCINATION_RATE), sym.s(Signal.POLICY_VIOLATION_RATE)
+            t = sym.s(Signal.TOKENS_PER_REQUEST)
+            t_drop = sym.falling(Signal.TOKENS_PER_REQUEST)
+            e, lat, cost = sym.s(Signal.ERROR_RATE), sym.latency(), sym.s(Signal.COST_PER_1K_REQUESTS)
+            what = f"{change.kind.value} change {change.from_value!r} -> {change.to_value!r} {lead_s:.0f}s before onset"
+            candidates: list[tuple[Cause, float, list[str], str]] = []
+            if change.kind is ChangeKind.PROMPT_VERSION:
+                candidates.append(
+                    (
+                        Cause.BAD_PROMPT_DEPLOY,
+                        q + t + 0.3 * p + 0.3 * h,
+                        [Signal.QUALITY_SCORE, Signal.TOKENS_PER_REQUEST, Signal.POLICY_VIOLATION_RATE],
+                        "quality/tokens per request moved",
+                    )
+                )
+                candidates.append(
+                    (
+                        Cause.SAFETY_REGRESSION,
+                        p + 0.5 * h - 0.5 * (q + t),
+                        [Signal.POLICY_VIOLATION_RATE, Signal.HALLUCINATION_RATE],
+                        "policy violations rose while quality and tokens held",
+                    )
+                )
+            elif change.kind in (ChangeKind.MODEL_VERSION, ChangeKind.CONFIG):
+                weight = 1.0 if change.kind is ChangeKind.MODEL_VERSION else 0.7
+                candidates.append(
+                    (
+                        Cause.TOKENIZER_MISMATCH,
+                        weight * (e + 1.5 * t_drop + (0.5 * q if (e or t_drop) else 0.0)),
+                        [Signal.ERROR_RATE, Signal.TOKENS_PER_REQUEST, Signal.QUALITY_SCORE],
+                        "errors/parse failures up and tokens per request down (truncation)",
+                    )
+                )
+                candidates.append(
+                    (
+                        Cause.BAD_MODEL_DEPLOY,
+                        weight * (q + h + 0.5 * lat + 0.3 * e - 0.7 * t_drop),
+                        [Signal.QUALITY_SCORE, Signal.HALLUCINATION_RATE, *_LATENCY],
+                        "quality/hallucination or latency worsened",
+                    )
+                )
+            elif change.kind is ChangeKind.ROUTING:
+                candidates.append(
+                    (
+                        Cause.COST_MISROUTING,
+                        cost - 0.5 * q,
+                        [Signal.COST_PER_1K_REQUESTS, Signal.QUALITY_SCORE],
+                        "cost per request jumped with quality flat",
+                    )
+                )
+            elif change.kind is ChangeKind.PROVIDER:
+                candidates.append(
+                    (
+                        Cause.PROVIDER_DEGRADATION,
+                        e + lat,
+                        [Signal.ERROR_RATE, *_LATENCY],
+                        f"errors/latency rose after moving to provider {change.to_value!r}",
+                    )
+                )
+            for cause, pattern, signals, why in candidates:
+                if pattern <= 0:
+                    continue
+                evidence = [change_ev, *sym.evidence(signals, anomaly_ids)]
+                out.append(
+                    Hypothesis(
+                        cause=cause,
+                        service=change.service,
+                        score=proximity + pattern,
+                        rationale=f"{what} on {change.service}; {why}",
+                        evidence=tuple(evidence),
+                        provider=change.to_value if cause is Cause.PROVIDER_DEGRADATION else None,
+                    )
+                )
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Rules that need no change event
+# ----------------------------------------------------------------------------------------------
+
+
+def _provider_hypotheses(
+    topology: Topology,
+    symptoms: Mapping[str, ServiceSymptoms],
+    anomaly_ids: Mapping[tuple[str, str], str],
+    changes: Sequence[ChangeEvent],
+) -> list[Hypothesis]:
+    out: list[Hypothesis] = []
+    providers = sorted({info.provider for info in topology.services.values() if info.provider})
+    for provider in providers:
+        members = [s for s in topology.on_provider(provider) if s in symptoms]
+        if not members:
+            continue
+        hit = {s: max(symptoms[s].s(Signal.ERROR_RATE), symptoms[s].latency()) for s in members}
+        if min(hit.values()) <= 0:
+            continue  # not every service of the provider suffers: not the provider
+        others = [max(sym.s(Signal.ERROR_RATE), sym.latency()) for s, sym in symptoms.items() if s not in members]
+        spread_elsewhere = sum(others) / len(others) if others else 0.0
+        changed = {c.service for c in changes if c.service in members}
+        score = 0.5 + sum(hit.values()) / len(hit) + 0.5 * min(hit.values()) - spread_elsewhere
+        if len(members) >= 2:
+            score += 1.0 + 0.25 * min(len(members) - 2, 4)
+        else:
+            score -= 0.5  # one service alone on a provider cannot tell provider from service
+        if changed:
+            score -= 0.5 * len(changed) / len(members)
+        worst = sorted(members, key=lambda s: (-symptoms[s].overall(), s))[0]
+        evidence: list[Evidence] = []
+        for s in members:
+            evidence += symptoms[s].evidence([Signal.ERROR_RATE, *_LATENCY], anomaly_ids)
+        out.append(
+            Hypothesis(
+                cause=Cause.PROVIDER_DEGRADATION,
+                service=worst,
+                score=score,
+                rationale=(
+                    f"errors/latency rose on every service of provider {provider!r} ({', '.join(members)}); "
+                    f"most affected: {worst}"
+                ),
+                evidence=tuple(evidence),
+                provider=provider,
+            )
+        )
+    return out
+
+
+def _upstream_hypotheses(
+    ranks: Sequence[ServiceRank],
+    topology: Topology,
+    symptoms: Mapping[str, ServiceSymptoms],
+    anomaly_ids: Mapping[tuple[str, str], str],
+) -> list[Hypothesis]:
+    out: list[Hypothesis] = []
+    for rank in ranks:
+        if not rank.upstream:
+            continue
+        callers = [c for c in _transitive_callers(topology, rank.service) if symptoms.get(c, _EMPTY).overall() > 0]
+        if not callers:
+            continue
+        score = 1.0 + rank.anomaly + 0.5 * min(2, len(callers))
+        out.append(
+            Hypothesis(
+                cause=Cause.UPSTREAM_DEPENDENCY,
+                service=rank.service,
+                score=score,
+                rationale=(
+                    f"{rank.service} is the most upstream anomalous service; its callers "
+                    f"{', '.join(sorted(callers))} degraded after it"
+                ),
+                evidence=rank.evidence,
+            )
+        )
+    return out
+
+
+def _symptom_hypotheses(
+    incident: IncidentContext,
+    symptoms: Mapping[str, ServiceSymptoms],
+    anomaly_ids: Mapping[tuple[str, str], str],
+    changes: Sequence[ChangeEvent],
+) -> list[Hypothesis]:
+    out: list[Hypothesis] = []
+    changed = {c.service for c in changes if c.ts <= incident.onset}
+    trend_signals = {(a.service, a.signal) for a in incident.anomalies if a.kind == "trend"}
+    for service, sym in sorted(symptoms.items()):
+        lat, queue = sym.latency(), sym.s(Signal.QUEUE_DEPTH)
+        traffic = sym.rising(Signal.REQUEST_RATE)
+        if traffic > 0 and (lat > 0 or queue > 0):
+            out.append(
+                Hypothesis(
+                    cause=Cause.CAPACITY,
+                    service=service,
+                    score=traffic + lat + queue,
+                    rationale=f"latency tail and queue depth on {service} climbed with request rate",
+                    evidence=tuple(
+                        sym.evidence([*_LATENCY, Signal.QUEUE_DEPTH, Signal.REQUEST_RATE], anomaly_ids)
+                        + _rising_evidence(sym, Signal.REQUEST_RATE)
+                    ),
+                )
+            )
+        pii = sym.s(Signal.PII_ALERTS)
+        if pii > 0:
+            out.append(
+                Hypothesis(
+                    cause=Cause.PII_LEAK,
+                    service=service,
+                    score=2.5 + pii,
+                    rationale=f"PII alerts on {service}: escalate and purge context, never silent",
+                    evidence=tuple(sym.evidence([Signal.PII_ALERTS], anomaly_ids)),
+                )
+            )
+        policy = sym.s(Signal.POLICY_VIOLATION_RATE)
+        if policy > 0 and service not in changed:
+            out.append(
+                Hypothesis(
+                    cause=Cause.SAFETY_REGRESSION,
+                    service=service,
+                    score=1.0 + policy + 0.5 * sym.s(Signal.HALLUCINATION_RATE),
+                    rationale=f"policy violations rose on {service} with no change event",
+                    evidence=tuple(
+                        sym.evidence([Signal.POLICY_VIOLATION_RATE, Signal.HALLUCINATION_RATE], anomaly_ids)
+                    ),
+                )
+            )
+        quality = sym.s(Signal.QUALITY_SCORE)
+        if quality > 0 and service not in changed:
+            trend = 1.0 if (service, Signal.QUALITY_SCORE.value) in trend_signals else 0.0
+            score = 1.5 + 1.5 * quality + trend + 0.5 * sym.s(Signal.HALLUCINATION_RATE)
+            score -= sym.s(Signal.ERROR_RATE) + 0.5 * sym.latency() + 0.5 * policy
+            out.append(
+                Hypothesis(
+                    cause=Cause.DATA_DRIFT,
+                    service=service,
+                    score=score,
+                    rationale=f"quality slid on {service} with no change event, errors and latency flat",
+                    evidence=tuple(sym.evidence([Signal.QUALITY_SCORE, Signal.HALLUCINATION_RATE], anomaly_ids)),
+                )
+            )
+    return out
+
+
+def _rising_evidence(sym: ServiceSymptoms, signal: str) -> list[Evidence]:
+    shift = sym.shifts.get(signal)
+    if shift is None or strength(shift.effect) <= 0 or sym.s(signal) > 0:
+        return []
+    return [
+        SeriesEvidence(
+            service=sym.service,
+            signal=signal,
+            before=round(shift.before, 6),
+            after=round(shift.after, 6),
+            window_s=shift.window_s,
+        )
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
+# Localisation: which service, by anomaly strength and dependency position
+# ----------------------------------------------------------------------------------------------
+
+_EMPTY = ServiceSymptoms("", {})
+#: A caller's anomaly counts this much less when one of its callees is anomalous too: its
+#: symptoms are likely inherited.
+EXPLAINED_AWAY = 0.5
+
+
+def _callees(topology: Topology, service: str) -> tuple[str, ...]:
+    info = topology.services.get(service)
+    return info.depends_on if info else ()
+
+
+def _transitive_callers(topology: Topology, service: str) -> list[str]:
+    seen: set[str] = set()
+    stack = [service]
+    while stack:
+        for caller in topology.callers_of(stack.pop()):
+            if caller not in seen and caller != service:
+                seen.add(caller)
+                stack.append(caller)
+    return sorted(seen)
+
+
+def rank_services(
+    symptoms: Mapping[str, ServiceSymptoms],
+    topology: Topology,
+    incident: IncidentContext,
+    anomaly_ids: Mapping[tuple[str, str], str],
+) -> list[ServiceRank]:
+    """Services ranked as root-cause candidates, best first.
+
+    A service's anomaly is its strongest symptom plus a share of the next ones. A service with
+    an anomalous callee has its score reduced (its symptoms may be inherited); an anomalous
+    service none of whose callees is anomalous is "upstream" and keeps its full score.
+    """
+    anomaly = {s: sym.overall() for s, sym in symptoms.items()}
+    ranks: list[ServiceRank] = []
+    for service, sym in symptoms.items():
+        own = anomaly[service]
+        if own <= 0:
+            continue
+        callee_scores = [anomaly.get(c, 0.0) for c in _callees(topology, service)]
+        strongest_callee = max(callee_scores, default=0.0)
+        upstream = strongest_callee <= 0
+        score = own if upstream else own - EXPLAINED_AWAY * min(own, strongest_callee)
+        top_signals = sorted(sym.shifts, key=lambda g: (-sym.s(g), g))[:3]
+        ranks.append(
+            ServiceRank(
+                service=service,
+                score=round(score, 9),
+                anomaly=own,
+                upstream=upstream,
+                evidence=tuple(sym.evidence(top_signals, anomaly_ids)),
+            )
+        )
+    ranks.sort(key=lambda r: (-r.score, r.service))
+    return ranks
+
+
+def _alternatives(hypotheses: Sequence[Hypothesis], top: Hypothesis | None) -> tuple[tuple[Cause, float], ...]:
+    seen: set[Cause] = {top.cause} if top else set()
+    out: list[tuple[Cause, float]] = []
+    for h in hypotheses:
+        if h.cause in seen:
+            continue
+        seen.add(h.cause)
+        out.append((h.cause, h.confidence))
+        if len(out) == 4:
+            break
+    return tuple(out)
+
+
+def _first_anomaly_service(incident: IncidentContext) -> str:
+    ordered = sorted(incident.anomalies, key=lambda a: (a.ts, a.id))
+    return ordered[0].service if ordered else "unknown"
