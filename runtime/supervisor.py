@@ -1,0 +1,299 @@
+"""The supervisor: groups anomalies into incidents and drives one incident-graph thread each.
+
+Anomalies that arrive close together, or on a service that already has an open incident,
+join that incident; a new incident waits a short settle period so that correlated symptoms
+(every service on one provider, say) reach the diagnoser together. The supervisor resumes
+threads that wait for approval answers or for the end of a recovery window, and expires
+approvals whose timeout passed. It is also the `IncidentService` the API and CLI talk to.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from langgraph.types import Command
+
+from agents.approvals import ApprovalRefused, check_answer
+from agents.graph import initial_state
+from domain import Anomaly, Approval, ApprovalRequirement, IncidentState, Proposal, Severity
+from domain.clock import Clock
+from runtime.journal import Journal
+from runtime.ports import ApprovalError, Identity
+from runtime.store import ApprovalAnswerRow, IncidentRow, IncidentStore
+
+log = structlog.get_logger("homeostat.supervisor")
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorSettings:
+    settle_s: float = 60.0
+    """Seconds a new incident waits for correlated anomalies before diagnosis starts."""
+    group_window_s: float = 180.0
+    """Anomalies on other services within this many seconds of a settling incident join it."""
+    cooldown_s: float = 900.0
+    """After an incident closes, anomalies on its services this soon are recorded on it, not re-opened."""
+
+
+class Supervisor:
+    def __init__(
+        self,
+        *,
+        graph: Any,
+        store: IncidentStore,
+        journal: Journal,
+        clock: Clock,
+        settings: SupervisorSettings | None = None,
+        on_change: Callable[[IncidentRow], None] | None = None,
+    ) -> None:
+        self._graph = graph
+        self._store = store
+        self._journal = journal
+        self._clock = clock
+        self._settings = settings or SupervisorSettings()
+        self._on_change = on_change
+
+    # -- anomalies -> incidents ------------------------------------------------------------
+
+    def on_anomalies(self, anomalies: Sequence[Anomaly]) -> list[str]:
+        """Attach each anomaly to an incident, opening one if needed. Returns touched incident ids."""
+        touched: list[str] = []
+        for anomaly in anomalies:
+            if anomaly.kind == "spike" and anomaly.severity is Severity.INFO:
+                log.info("anomaly.ignored", reason="lone low-severity spike", anomaly=anomaly.id)
+                continue
+            incident_id = self._attach(anomaly)
+            if incident_id not in touched:
+                touched.append(incident_id)
+        return touched
+
+    def _attach(self, anomaly: Anomaly) -> str:
+        now = self._clock.now()
+        rows = self._store.list(limit=200)
+        for row in rows:
+            if anomaly.service in row.services and (
+                not row.final or _seconds_between(row.updated_at, now) < self._settings.cooldown_s
+            ):
+                self._join(row, anomaly, new_service=False)
+                return row.id
+        for row in rows:
+            settling = not row.graph_started and not row.final
+            if settling and _seconds_between(row.opened_at, anomaly.ts) < self._settings.group_window_s:
+                self._join(row, anomaly, new_service=True)
+                return row.id
+        return self._open(anomaly)
+
+    def _open(self, anomaly: Anomaly) -> str:
+        now = self._clock.now()
+        incident_id = f"inc-{anomaly.ts:%Y%m%dT%H%M%S}-{anomaly.service}"
+        row = IncidentRow(
+            id=incident_id,
+            state=IncidentState.OPEN.value,
+            services_json=json.dumps([anomaly.service]),
+            onset=anomaly.ts.isoformat(),
+            opened_at=now.isoformat(),
+            updated_at=now.isoformat(),
+            settle_until=(now + timedelta(seconds=self._settings.settle_s)).isoformat(),
+            anomaly_count=1,
+        )
+        self._store.add(row)
+        self._journal.append(
+            "incident_opened",
+            {"services": [anomaly.service], "anomalies": [anomaly.model_dump(mode="json")]},
+            incident_id=incident_id,
+            ts=now,
+        )
+        log.info("incident.opened", incident_id=incident_id, service=anomaly.service, signal=anomaly.signal)
+        self._changed(incident_id)
+        return incident_id
+
+    def _join(self, row: IncidentRow, anomaly: Anomaly, *, new_service: bool) -> None:
+        services = sorted({*row.services, anomaly.service})
+        fields: dict[str, Any] = {"anomaly_count": row.anomaly_count + 1, "services_json": json.dumps(services)}
+        onset = datetime.fromisoformat(row.onset)
+        if anomaly.ts < onset:
+            fields["onset"] = anomaly.ts.isoformat()
+        self._store.update(row.id, **fields)
+        self._journal.append(
+            "observation", {"anomaly": anomaly.model_dump(mode="json")}, incident_id=row.id, ts=self._clock.now()
+        )
+        log.info("incident.joined", incident_id=row.id, service=anomaly.service, signal=anomaly.signal)
+
+    # -- driving the graph -----------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Start settled incidents, deliver approval answers, resume due waits, expire approvals."""
+        now = self._clock.now()
+        for row in self._store.list(open_only=True):
+            if not row.graph_started:
+                if now >= datetime.fromisoformat(row.settle_until):
+                    self._start(row)
+                continue
+            if row.waiting_for == "approval":
+                self._deliver_answers(row)
+                row = self._store.get(row.id) or row
+                if row.waiting_for == "approval" and row.deadline and now >= datetime.fromisoformat(row.deadline):
+                    self._resume(row.id, {"type": "timeout"})
+            elif row.waiting_for == "verify_wait" and row.deadline and now >= datetime.fromisoformat(row.deadline):
+                self._resume(row.id, {"type": "verify_now"})
+
+    def recover(self) -> None:
+        """After a restart: continue threads that stopped mid-step (not at an interrupt)."""
+        for row in self._store.list(open_only=True):
+            if not row.graph_started:
+                continue
+            snapshot = self._graph.get_state(_config(row.id))
+            if snapshot.next and not snapshot.interrupts:
+                log.warning("incident.resume_after_crash", incident_id=row.id, next=list(snapshot.next))
+                self._run(row.id, None)
+
+    def _start(self, row: IncidentRow) -> None:
+        anomalies: list[Anomaly] = []
+        for record in self._journal.records(incident_id=row.id):
+            if record.kind == "incident_opened":
+                anomalies.extend(Anomaly.model_validate(a) for a in record.payload["anomalies"])
+            elif record.kind == "observation":
+                anomalies.append(Anomaly.model_validate(record.payload["anomaly"]))
+        self._store.update(row.id, graph_started=True)
+        self._run(row.id, initial_state(row.id, datetime.fromisoformat(row.onset), anomalies))
+
+    def _resume(self, incident_id: str, value: dict[str, Any]) -> None:
+        self._run(incident_id, Command(resume=value))
+
+    def _run(self, incident_id: str, graph_input: Any) -> None:
+        row = self._store.get(incident_id)
+        service = ",".join(row.services) if row else ""
+        with structlog.contextvars.bound_contextvars(incident_id=incident_id, service=service):
+            self._graph.invoke(graph_input, _config(incident_id))
+            self._sync(incident_id)
+
+    def _sync(self, incident_id: str) -> None:
+        """Copy what the thread now waits for (and its headline facts) into the store."""
+        snapshot = self._graph.get_state(_config(incident_id))
+        values = snapshot.values
+        now = self._clock.now()
+        fields: dict[str, Any] = {"updated_at": now.isoformat(), "state": values.get("state", IncidentState.OPEN.value)}
+        if "diagnosis" in values:
+            fields["cause"] = values["diagnosis"]["cause"]
+        if "proposal" in values:
+            fields["action"] = values["proposal"]["action"]
+            fields["target"] = values["proposal"]["target"]
+        if values.get("close_reason"):
+            fields["summary"] = values["close_reason"]
+        row = self._store.get(incident_id)
+        wait = snapshot.interrupts[0].value if snapshot.interrupts else None
+        if wait is None:
+            fields |= {"waiting_for": None, "wait_payload_json": None, "deadline": None}
+        elif wait["type"] == "approval":
+            same_wait = row is not None and row.waiting_for == "approval" and row.deadline
+            timeout = ApprovalRequirement.model_validate(wait["requirement"]).timeout_s
+            deadline = row.deadline if same_wait and row else (now + timedelta(seconds=timeout)).isoformat()
+            fields |= {"waiting_for": "approval", "wait_payload_json": json.dumps(wait), "deadline": deadline}
+        else:
+            fields |= {"waiting_for": wait["type"], "wait_payload_json": json.dumps(wait), "deadline": wait["until"]}
+        self._store.update(incident_id, **fields)
+        self._changed(incident_id)
+
+    def _deliver_answers(self, row: IncidentRow) -> None:
+        for answer in self._store.undelivered_answers(row.id):
+            approval = Approval(
+                approver=answer.approver,
+                roles=tuple(json.loads(answer.roles_json)),
+                approve=answer.approve,
+                comment=answer.comment,
+                ts=datetime.fromisoformat(answer.ts),
+            )
+            assert answer.id is not None
+            self._store.mark_delivered(answer.id)
+            current = self._store.get(row.id)
+            if current is None or current.waiting_for != "approval":
+                break
+            self._resume(row.id, {"type": "answer", "approval": approval.model_dump(mode="json")})
+
+    def _changed(self, incident_id: str) -> None:
+        if self._on_change is None:
+            return
+        row = self._store.get(incident_id)
+        if row is not None:
+            self._on_change(row)
+
+    # -- IncidentService -------------------------------------------------------------------
+
+    def list_incidents(self, *, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        return [row.as_dict() for row in self._store.list(state=state, limit=limit)]
+
+    def get_incident(self, incident_id: str) -> dict[str, Any] | None:
+        row = self._store.get(incident_id)
+        if row is None:
+            return None
+        data = row.as_dict()
+        if row.graph_started:
+            values = self._graph.get_state(_config(incident_id)).values
+            for key in ("diagnosis", "proposal", "decision", "approvals", "outcome", "verification", "anomalies"):
+                if key in values:
+                    data[key] = values[key]
+        return data
+
+    def pending_approvals(self) -> list[dict[str, Any]]:
+        return [row.as_dict() for row in self._store.list(open_only=True) if row.waiting_for == "approval"]
+
+    def approve(self, incident_id: str, who: Identity, comment: str) -> dict[str, Any]:
+        return self._answer(incident_id, who, approve=True, comment=comment)
+
+    def reject(self, incident_id: str, who: Identity, reason: str) -> dict[str, Any]:
+        return self._answer(incident_id, who, approve=False, comment=reason)
+
+    def _answer(self, incident_id: str, who: Identity, *, approve: bool, comment: str) -> dict[str, Any]:
+        now = self._clock.now()
+        row = self._store.get(incident_id)
+        request = {"identity": who.name, "roles": list(who.roles), "approve": approve, "comment": comment}
+        try:
+            if row is None:
+                raise ApprovalError(f"no incident {incident_id!r}")
+            if row.waiting_for != "approval" or not row.wait_payload_json:
+                raise ApprovalError(f"incident {incident_id} is {row.state}, not awaiting approval")
+            wait = json.loads(row.wait_payload_json)
+            proposal = Proposal.model_validate(wait["proposal"])
+            requirement = ApprovalRequirement.model_validate(wait["requirement"])
+            prior = [
+                Approval(approver=name, roles=(), approve=True, ts=now) for name in wait.get("approvals_so_far", [])
+            ]
+            queued = [
+                Approval(approver=a.approver, roles=(), approve=a.approve, ts=now)
+                for a in self._store.undelivered_answers(incident_id)
+            ]
+            answer = Approval(approver=who.name, roles=who.roles, approve=approve, comment=comment, ts=now)
+            try:
+                check_answer(answer, proposal, requirement, [*prior, *queued])
+            except ApprovalRefused as refused:
+                raise ApprovalError(str(refused)) from refused
+        except ApprovalError as error:
+            self._journal.append(
+                "approval_request", {**request, "accepted": False, "reason": str(error)}, incident_id=incident_id, ts=now
+            )
+            raise
+        self._journal.append("approval_request", {**request, "accepted": True}, incident_id=incident_id, ts=now)
+        self._store.queue_answer(
+            ApprovalAnswerRow(
+                incident_id=incident_id,
+                approver=who.name,
+                roles_json=json.dumps(list(who.roles)),
+                approve=approve,
+                comment=comment,
+                ts=now.isoformat(),
+            )
+        )
+        log.info("approval.queued", incident_id=incident_id, approver=who.name, approve=approve)
+        return {"incident_id": incident_id, "queued": True, "approve": approve, "by": who.name}
+
+
+def _config(incident_id: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": incident_id}}
+
+
+def _seconds_between(earlier_iso: str, later: datetime) -> float:
+    return (later - datetime.fromisoformat(earlier_iso)).total_seconds()
