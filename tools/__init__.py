@@ -1,1 +1,63 @@
-"""tools package."""
+"""Contained remediation: the action catalog, adapters to targets, and the guard that runs them.
+
+The agent proposes; tools act. Containment lives here: typed parameters, allow-lists,
+idempotency keys, a write-ahead intent before every call, and reconciliation after restarts.
+"""
+
+from tools._catalog import (
+    CATALOG,
+    ActionParams,
+    ActionSpec,
+    EscalateParams,
+    FailoverProviderParams,
+    InverseAction,
+    PurgeContextCacheParams,
+    RecoverySpec,
+    RevertRoutingParams,
+    RollbackModelVersionParams,
+    RollbackPromptVersionParams,
+    ThrottleParams,
+    TriggerRetrainingParams,
+    spec_for,
+)
+from tools._errors import ParameterError, PermanentError, TransientError
+from tools._guard import (
+    ActionRequest,
+    Adapter,
+    CallableAdapter,
+    Guard,
+    GuardConfig,
+    InMemoryIntentLog,
+    IntentLog,
+    RetryPolicy,
+    idempotency_key,
+)
+
+__all__ = [
+    "CATALOG",
+    "ActionParams",
+    "ActionRequest",
+    "ActionSpec",
+    "Adapter",
+    "CallableAdapter",
+    "EscalateParams",
+    "FailoverProviderParams",
+    "Guard",
+    "GuardConfig",
+    "InMemoryIntentLog",
+    "IntentLog",
+    "InverseAction",
+    "ParameterError",
+    "PermanentError",
+    "PurgeContextCacheParams",
+    "RecoverySpec",
+    "RetryPolicy",
+    "RevertRoutingParams",
+    "RollbackModelVersionParams",
+    "RollbackPromptVersionParams",
+    "ThrottleParams",
+    "TransientError",
+    "TriggerRetrainingParams",
+    "idempotency_key",
+    "spec_for",
+]
