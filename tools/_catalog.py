@@ -75,6 +75,10 @@ class PurgeContextCacheParams(ActionParams):
 
 class EscalateParams(ActionParams):
     urgency: Literal["page", "notify"] = Field(default="page", description="page on-call now, or notify the team")
+    why_not_more: tuple[Annotated[str, Field(max_length=500)], ...] = Field(
+        default=(), max_length=20, description="why nothing stronger was done (shown to the human, never executed)"
+    )
+    recommend: ActionName | None = Field(default=None, description="a catalog action the human may want to take")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,128 @@
+"""Did the action work? Compare each watched series after the action with its pre-onset baseline.
+
+Pure: the verify node of the incident graph reads the windows and calls `evaluate_recovery`;
+if the verdict is "not recovered" and the action is reversible, the graph proposes the inverse
+(and the constitution decides whether it runs).
+
+A series counts as recovered when the median of its latest window is no worse than the
+baseline median plus a margin, in the direction that is bad for that signal
+(`domain.bad_direction`). The margin is the larger of the spec's relative tolerance and three
+robust standard deviations of the baseline, so a noisy signal is not failed for its own noise.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from domain import Direction, bad_direction
+from tools._catalog import RecoverySpec
+
+#: Robust spread multiplier: 1.4826 * MAD estimates a standard deviation for normal data.
+_MAD_TO_SD = 1.4826
+#: How many robust standard deviations of baseline noise still count as "back to baseline".
+NOISE_SIGMAS = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesCheck:
+    """The verdict on one series."""
+
+    series: str
+    signal: str
+    direction: Direction
+    baseline: float | None
+    current: float | None
+    margin: float | None
+    recovered: bool | None
+    """None when it could not be judged (no baseline)."""
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "signal": self.signal,
+            "bad_direction": self.direction.value,
+            "baseline": self.baseline,
+            "current": self.current,
+            "margin": self.margin,
+            "recovered": self.recovered,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryVerdict:
+    """Recovered or not, with one check per series and a one-line summary for the audit log."""
+
+    recovered: bool
+    summary: str
+    checks: tuple[SeriesCheck, ...]
+
+    @property
+    def detail(self) -> dict[str, dict[str, Any]]:
+        """Per-series detail as plain JSON data (keyed by series)."""
+        return {check.series: check.as_dict() for check in self.checks}
+
+
+def evaluate_recovery(
+    spec: RecoverySpec,
+    baseline: Mapping[str, Sequence[float] | float],
+    latest: Mapping[str, Sequence[float]],
+) -> RecoveryVerdict:
+    """Judge recovery of every series in `baseline` against its window in `latest`.
+
+    Keys are series keys ("service/signal") or bare signal names; the signal is the part after
+    the last '/'. Every supplied series must recover — the caller passes the series that went
+    bad (or `spec.signals` for the service). A series with no baseline cannot be judged and is
+    reported as such; one with a baseline but no recent data counts as not recovered. If no
+    series can be judged at all, the verdict is "not recovered": silence is not health.
+    """
+    checks = tuple(_check(key, spec.tolerance, baseline[key], latest.get(key, ())) for key in sorted(baseline))
+    judged = [c for c in checks if c.recovered is not None]
+    if not judged:
+        return RecoveryVerdict(False, "not recovered: no watched series had a baseline to judge against", checks)
+    failing = [c for c in judged if not c.recovered]
+    if failing:
+        names = ", ".join(f"{c.series} ({c.reason})" for c in failing)
+        return RecoveryVerdict(False, f"not recovered: {names}", checks)
+    return RecoveryVerdict(True, f"recovered: {len(judged)} series back within tolerance of baseline", checks)
+
+
+def _check(key: str, tolerance: float, base: Sequence[float] | float, window: Sequence[float]) -> SeriesCheck:
+    signal = key.rsplit("/", 1)[-1]
+    direction = bad_direction(signal)
+    base_values = [float(base)] if isinstance(base, (int, float)) else [float(v) for v in base]
+    base_values = [v for v in base_values if math.isfinite(v)]
+    now_values = [float(v) for v in window if math.isfinite(float(v))]
+    if not base_values:
+        return SeriesCheck(key, signal, direction, None, _median(now_values), None, None, "no baseline data")
+    center = statistics.median(base_values)
+    spread = _MAD_TO_SD * statistics.median(abs(v - center) for v in base_values)
+    margin = max(tolerance * abs(center), NOISE_SIGMAS * spread, 1e-9)
+    if not now_values:
+        return SeriesCheck(key, signal, direction, center, None, margin, False, "no data since the action")
+    current = statistics.median(now_values)
+    excess = _excess(direction, current - center)
+    ok = excess <= margin
+    reason = (
+        f"within {margin:.4g} of baseline {center:.4g}"
+        if ok
+        else f"{current:.4g} is {excess:.4g} worse than baseline {center:.4g} (allowed {margin:.4g})"
+    )
+    return SeriesCheck(key, signal, direction, center, current, margin, ok, reason)
+
+
+def _excess(direction: Direction, delta: float) -> float:
+    """How far the current level sits on the bad side of the baseline (0 or less means fine)."""
+    if direction is Direction.UP:
+        return delta
+    if direction is Direction.DOWN:
+        return -delta
+    return abs(delta)
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
