@@ -23,7 +23,7 @@ from langgraph.types import interrupt
 
 from agents.approvals import ApprovalRefused, check_answer, tally
 from agents.ports import Diagnoser, IncidentContext, TelemetryReader
-from agents.remedies import inverse_of, propose
+from agents.remedies import inverse_proposal, propose
 from domain import (
     ActionName,
     ActionOutcome,
@@ -39,7 +39,7 @@ from domain import (
 )
 from domain.clock import Clock
 from policies import Constitution, DecisionContext, RecentAction, decide
-from tools import CATALOG, ActionRequest, idempotency_key
+from tools import CATALOG, ActionRequest, InverseAction, idempotency_key
 from tools.verification import evaluate_recovery
 
 #: How much history before onset counts as the baseline a recovery is judged against.
@@ -79,6 +79,7 @@ class IncidentGraphState(TypedDict, total=False):
     approvals: list[dict[str, Any]]
     outcome: dict[str, Any]
     executed_at: str
+    inverse: dict[str, Any] | None  # how to undo the executed action, computed before it ran
     verification: dict[str, Any]
     attempt: int
     state: str
@@ -136,7 +137,11 @@ class _Nodes:
         diagnosis = self.deps.diagnoser.diagnose(context)
         topology = self.deps.telemetry.topology()
         wiring = {
-            name: {"model_version": info.model_version, "prompt_version": info.prompt_version, "provider": info.provider}
+            name: {
+                "model_version": info.model_version,
+                "prompt_version": info.prompt_version,
+                "provider": info.provider,
+            }
             for name, info in topology.services.items()
             if name in s["services"] or name == diagnosis.service
         }
@@ -206,7 +211,11 @@ class _Nodes:
         self._audit(
             s,
             "approval",
-            {"approval": given.model_dump(mode="json"), "approvals_so_far": count.approvals, "required": count.required},
+            {
+                "approval": given.model_dump(mode="json"),
+                "approvals_so_far": count.approvals,
+                "required": count.required,
+            },
         )
         update: dict[str, Any] = {"approvals": [a.model_dump(mode="json") for a in answers]}
         if count.rejected_by is not None:
@@ -223,9 +232,14 @@ class _Nodes:
             idempotency_key=idempotency_key(s["incident_id"], proposal.action, proposal.target, s.get("attempt", 0)),
             incident_id=s["incident_id"],
         )
+        spec = CATALOG[proposal.action]
+        undo = spec.inverse_for(self.deps.telemetry.topology(), proposal.target, proposal.parameters)
         outcome = self.deps.executor.execute(request)
         return {
             **moved,
+            "inverse": None
+            if undo is None
+            else {"action": undo.action.value, "target": undo.target, "parameters": undo.parameters},
             "outcome": outcome.model_dump(mode="json"),
             "executed_at": self.deps.clock.now().isoformat(),
         }
@@ -255,8 +269,10 @@ class _Nodes:
 
     def propose_inverse(self, s: IncidentGraphState) -> dict[str, Any]:
         proposal = Proposal.model_validate(s["proposal"])
-        inverse = inverse_of(proposal, self.deps.telemetry.topology())
-        assert inverse is not None, "propose_inverse reached for an action without an inverse"
+        undo = s.get("inverse")
+        assert undo is not None, "propose_inverse reached for an action without an inverse"
+        step = InverseAction(action=ActionName(undo["action"]), target=undo["target"], parameters=undo["parameters"])
+        inverse = inverse_proposal(proposal, step, self.deps.telemetry.topology())
         self._audit(s, "proposal", {"proposal": inverse.model_dump(mode="json"), "undoes": proposal.action.value})
         return {"proposal": inverse.model_dump(mode="json"), "approvals": [], "attempt": s.get("attempt", 0) + 1}
 
@@ -265,6 +281,10 @@ class _Nodes:
         moved = self._move(s, final, reason)
         self._audit(s, "incident_closed", {"state": final.value, "summary": reason})
         return {**moved, "close_reason": reason}
+
+
+def _inverse_json(undo: InverseAction) -> dict[str, Any]:
+    return {"action": undo.action.value, "target": undo.target, "parameters": dict(undo.parameters)}
 
 
 def _final_state(s: IncidentGraphState) -> tuple[IncidentState, str]:
@@ -331,23 +351,29 @@ def _after_execute(s: IncidentGraphState) -> Literal["verify", "close"]:
 def _after_verify(s: IncidentGraphState) -> Literal["propose_inverse", "close"]:
     if s["verification"]["recovered"]:
         return "close"
-    spec = CATALOG[ActionName(s["proposal"]["action"])]
-    return "propose_inverse" if spec.reversible and spec.inverse is not None else "close"
+    return "propose_inverse" if s.get("inverse") else "close"
 
 
-def build_incident_graph(deps: GraphDeps, checkpointer: BaseCheckpointSaver[Any]) -> CompiledStateGraph[Any, Any, Any, Any]:
+def build_incident_graph(
+    deps: GraphDeps, checkpointer: BaseCheckpointSaver[Any]
+) -> CompiledStateGraph[Any, Any, Any, Any]:
     """Compile the incident graph over `deps`, checkpointing every step to `checkpointer`."""
     nodes = _Nodes(deps)
     graph = StateGraph(IncidentGraphState)
-    graph.add_node("triage", nodes.triage)
-    graph.add_node("diagnose", nodes.diagnose)
-    graph.add_node("propose", nodes.propose)
-    graph.add_node("gate", nodes.gate)
-    graph.add_node("await_approval", nodes.await_approval)
-    graph.add_node("execute", nodes.execute)
-    graph.add_node("verify", nodes.verify)
-    graph.add_node("propose_inverse", nodes.propose_inverse)
-    graph.add_node("close", nodes.close)
+    steps: dict[str, Callable[[IncidentGraphState], Any]] = {
+        "triage": nodes.triage,
+        "diagnose": nodes.diagnose,
+        "propose": nodes.propose,
+        "gate": nodes.gate,
+        "await_approval": nodes.await_approval,
+        "execute": nodes.execute,
+        "verify": nodes.verify,
+        "propose_inverse": nodes.propose_inverse,
+        "close": nodes.close,
+    }
+    for name, step in steps.items():
+        # LangGraph's node protocols name their parameter `state`; a plain Callable cannot say so.
+        graph.add_node(name, step)  # type: ignore[call-overload]
     graph.add_edge(START, "triage")
     graph.add_edge("triage", "diagnose")
     graph.add_edge("diagnose", "propose")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from domain import ActionName, Cause, ChangeEvidence, ChangeKind, Diagnosis, Proposal, Topology
-from tools import CATALOG
+from tools import CATALOG, InverseAction
 
 #: Below this confidence nothing but a page is proposed, whatever the cause.
 MIN_CONFIDENCE_TO_ACT = 0.5
@@ -29,14 +29,21 @@ _REMEDY: dict[Cause, ActionName] = {
 }
 
 _EXPECTED_EFFECT: dict[ActionName, str] = {
-    ActionName.ROLLBACK_MODEL_VERSION: "the service returns to its previous model version and its signals to baseline",
-    ActionName.ROLLBACK_PROMPT_VERSION: "the service returns to its previous prompt version and its signals to baseline",
+    ActionName.ROLLBACK_MODEL_VERSION: "the service returns to its previous model version; signals to baseline",
+    ActionName.ROLLBACK_PROMPT_VERSION: "the service returns to its previous prompt version; signals to baseline",
     ActionName.FAILOVER_PROVIDER: "traffic moves to the backup provider; errors and latency return to baseline",
     ActionName.REVERT_ROUTING: "routing returns to its previous setting; cost per request returns to baseline",
     ActionName.TRIGGER_RETRAINING: "a retraining / re-index job starts; quality recovers when it lands",
     ActionName.THROTTLE: "load is shed; latency tail and queue depth fall",
     ActionName.PURGE_CONTEXT_CACHE: "cached contexts are dropped; PII alerts stop",
     ActionName.ESCALATE: "a human is paged; nothing is changed automatically",
+}
+
+
+#: Parameters an action needs that the diagnosis does not supply (typed and checked by the catalog).
+_DEFAULT_PARAMETERS: dict[ActionName, dict[str, Any]] = {
+    ActionName.THROTTLE: {"admit_fraction": 0.8, "duration_s": 900.0},
+    ActionName.ESCALATE: {"urgency": "page"},
 }
 
 
@@ -71,23 +78,20 @@ def propose(diagnosis: Diagnosis, topology: Topology, *, proposer: str = "homeos
             reasons.extend(failures)
             action = ActionName.ESCALATE
             target = diagnosis.service
-    return _build(action, target, diagnosis, topology, proposer, reasons)
+    return _build(action, target=target, diagnosis=diagnosis, topology=topology, proposer=proposer, reasons=reasons)
 
 
-def inverse_of(proposal: Proposal, topology: Topology) -> Proposal | None:
-    """The proposal that undoes `proposal`, or None if its action has no inverse."""
-    spec = CATALOG[proposal.action]
-    if not spec.reversible or spec.inverse is None:
-        return None
-    inverse = CATALOG[spec.inverse]
+def inverse_proposal(proposal: Proposal, inverse: InverseAction, topology: Topology) -> Proposal:
+    """The proposal that undoes `proposal` (its inverse was computed before it ran)."""
+    spec = CATALOG[inverse.action]
     return Proposal(
-        action=spec.inverse,
-        target=proposal.target,
+        action=inverse.action,
+        target=inverse.target,
         service=proposal.service,
-        parameters={"undoes": proposal.action.value},
+        parameters=dict(inverse.parameters),
         expected_effect=f"undo {proposal.action.value} on {proposal.target}: it did not bring recovery",
-        blast_radius=inverse.blast_radius(topology, proposal.target),
-        reversible=inverse.reversible,
+        blast_radius=spec.blast_radius(topology, inverse.target),
+        reversible=spec.reversible,
         cause=proposal.cause,
         confidence=proposal.confidence,
         proposer=proposal.proposer,
@@ -102,6 +106,7 @@ def _target_for(action: ActionName, diagnosis: Diagnosis) -> str:
 
 def _build(
     action: ActionName,
+    *,
     target: str,
     diagnosis: Diagnosis,
     topology: Topology,
@@ -109,17 +114,17 @@ def _build(
     reasons: list[str],
 ) -> Proposal:
     spec = CATALOG[action]
-    parameters: dict[str, Any] = {}
+    expected = _EXPECTED_EFFECT[action]
     if reasons:
-        parameters["why_not_more"] = reasons
+        expected += " (not more, because " + "; ".join(reasons) + ")"
     if diagnosis.cause is Cause.PII_LEAK:
-        parameters["recommend"] = ActionName.PURGE_CONTEXT_CACHE.value
+        expected += "; purging the context cache is recommended"
     return Proposal(
         action=action,
         target=target,
         service=diagnosis.service,
-        parameters=parameters,
-        expected_effect=_EXPECTED_EFFECT[action],
+        parameters=dict(_DEFAULT_PARAMETERS.get(action, {})),
+        expected_effect=expected,
         blast_radius=spec.blast_radius(topology, target),
         reversible=spec.reversible,
         cause=diagnosis.cause,

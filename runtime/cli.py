@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from runtime import bench_cli, constitution_cli, diagnose_cli, sim_cli
+from runtime import bench_cli, constitution_cli, demo, diagnose_cli, sim_cli
 from runtime.audit import cli as audit_cli
 
 app = typer.Typer(
@@ -18,6 +18,9 @@ app.add_typer(constitution_cli.app, name="constitution")
 app.add_typer(sim_cli.app, name="sim")
 app.add_typer(bench_cli.app, name="bench")
 app.add_typer(diagnose_cli.app, name="diagnose")
+
+
+app.command()(demo.demo)
 
 
 @app.command()

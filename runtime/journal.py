@@ -152,4 +152,3 @@ class Journal:
                         automatic=automatic,
                     )
                 )
-

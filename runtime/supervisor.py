@@ -37,6 +37,8 @@ class SupervisorSettings:
     """Anomalies on other services within this many seconds of a settling incident join it."""
     cooldown_s: float = 900.0
     """After an incident closes, anomalies on its services this soon are recorded on it, not re-opened."""
+    id_prefix: str = "inc"
+    """Incident ids are `<prefix>-<onset>-<service>`; game days use the scenario name."""
 
 
 class Supervisor:
@@ -89,7 +91,7 @@ class Supervisor:
 
     def _open(self, anomaly: Anomaly) -> str:
         now = self._clock.now()
-        incident_id = f"inc-{anomaly.ts:%Y%m%dT%H%M%S}-{anomaly.service}"
+        incident_id = f"{self._settings.id_prefix}-{anomaly.ts:%Y%m%dT%H%M%S}-{anomaly.service}"
         row = IncidentRow(
             id=incident_id,
             state=IncidentState.OPEN.value,
@@ -135,9 +137,9 @@ class Supervisor:
                 continue
             if row.waiting_for == "approval":
                 self._deliver_answers(row)
-                row = self._store.get(row.id) or row
-                if row.waiting_for == "approval" and row.deadline and now >= datetime.fromisoformat(row.deadline):
-                    self._resume(row.id, {"type": "timeout"})
+                fresh = self._store.get(row.id) or row
+                if fresh.waiting_for == "approval" and fresh.deadline and now >= datetime.fromisoformat(fresh.deadline):
+                    self._resume(fresh.id, {"type": "timeout"})
             elif row.waiting_for == "verify_wait" and row.deadline and now >= datetime.fromisoformat(row.deadline):
                 self._resume(row.id, {"type": "verify_now"})
 
@@ -273,7 +275,10 @@ class Supervisor:
                 raise ApprovalError(str(refused)) from refused
         except ApprovalError as error:
             self._journal.append(
-                "approval_request", {**request, "accepted": False, "reason": str(error)}, incident_id=incident_id, ts=now
+                "approval_request",
+                {**request, "accepted": False, "reason": str(error)},
+                incident_id=incident_id,
+                ts=now,
             )
             raise
         self._journal.append("approval_request", {**request, "accepted": True}, incident_id=incident_id, ts=now)
