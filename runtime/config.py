@@ -1,0 +1,269 @@
+"""The daemon's configuration, ``homeostat.yaml``: validated at start, errors name file, line and key.
+
+Every section is a pydantic model with unknown keys refused (a typo is an error, not a silently
+ignored setting). Relative paths are resolved against the config file's folder. Strings may
+reference environment variables as ``${NAME}`` so secrets (webhook URLs) stay out of the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from domain import IncidentState
+from policies.yaml_lines import ConfigFileError, ConfigIssue, load_yaml_with_lines, validation_issues
+
+__all__ = [
+    "AlertmanagerSourceConfig",
+    "ApiConfig",
+    "AuthConfig",
+    "ConfigFileError",
+    "HomeostatConfig",
+    "IntervalsConfig",
+    "JsonlSourceConfig",
+    "NotificationsConfig",
+    "PromQueryConfig",
+    "PrometheusSourceConfig",
+    "PushSourceConfig",
+    "SimulatorSourceConfig",
+    "SourceConfig",
+    "ToolsConfig",
+    "WebhookTargetConfig",
+    "load_config",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _http_url(value: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", value):
+        raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+HttpUrlText = Annotated[str, AfterValidator(_http_url)]
+
+
+# -- sources ---------------------------------------------------------------------------------
+
+
+class PromQueryConfig(_Section):
+    """One PromQL expression read as one signal."""
+
+    signal: str = Field(min_length=1)
+    promql: str = Field(min_length=1)
+    service: str | None = Field(default=None, description="fixed service; else taken from service_label")
+    service_label: str = "service"
+
+
+class _SourceBase(_Section):
+    name: str | None = Field(default=None, description="name shown in health and metrics; defaults to the type")
+    stale_after_s: float = Field(default=120.0, gt=0, description="no successful poll for this long = stale")
+    max_backoff_s: float = Field(default=300.0, gt=0, description="cap of the exponential backoff after failures")
+
+
+class PrometheusSourceConfig(_SourceBase):
+    type: Literal["prometheus"]
+    url: HttpUrlText
+    queries: list[PromQueryConfig] = Field(min_length=1)
+    mode: Literal["range", "instant"] = "range"
+    step_s: float = Field(default=15.0, gt=0, description="range-query resolution, seconds")
+    lookback_s: float = Field(default=300.0, gt=0, description="history fetched on the first poll, seconds")
+    interval_s: float = Field(default=15.0, gt=0, description="seconds between polls")
+    timeout_s: float = Field(default=5.0, gt=0)
+
+
+class PushSourceConfig(_SourceBase):
+    type: Literal["push"]
+    enabled: bool = True
+    max_buffered: int = Field(default=10_000, ge=1, description="items buffered before 429 backpressure")
+    retry_after_s: int = Field(default=1, ge=1, description="Retry-After sent with 429")
+
+
+class AlertmanagerSourceConfig(_SourceBase):
+    type: Literal["alertmanager"]
+    enabled: bool = True
+    service_label: str = "service"
+
+
+class JsonlSourceConfig(_SourceBase):
+    type: Literal["jsonl"]
+    path: Path
+    from_end: bool = Field(default=False, description="skip lines already in the file at start")
+    interval_s: float = Field(default=1.0, gt=0)
+
+
+class SimulatorSourceConfig(_SourceBase):
+    type: Literal["simulator"]
+    url: HttpUrlText
+    interval_s: float = Field(default=1.0, gt=0)
+    timeout_s: float = Field(default=5.0, gt=0)
+
+
+SourceConfig = Annotated[
+    PrometheusSourceConfig | PushSourceConfig | AlertmanagerSourceConfig | JsonlSourceConfig | SimulatorSourceConfig,
+    Field(discriminator="type"),
+]
+
+
+# -- other sections --------------------------------------------------------------------------
+
+
+class WebhookTargetConfig(_Section):
+    """A generic HTTP endpoint a remediation tool may call."""
+
+    url: HttpUrlText
+    timeout_s: float = Field(default=10.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class ToolsConfig(_Section):
+    allowed_targets: list[str] = Field(default_factory=list, description="services/providers tools may act on")
+    webhook_targets: dict[str, WebhookTargetConfig] = Field(default_factory=dict)
+    simulator_url: HttpUrlText | None = Field(default=None, description="remediate against the HTTP simulator")
+    dry_run: bool = False
+
+
+class AuthConfig(_Section):
+    tokens_file: Path | None = Field(default=None, description="YAML of identities with hashed tokens")
+
+
+class NotificationsConfig(_Section):
+    webhooks: list[HttpUrlText] = Field(default_factory=list, description="Slack-compatible incoming-webhook URLs")
+    states: list[IncidentState] = Field(
+        default_factory=lambda: [
+            IncidentState.AWAITING_APPROVAL,
+            IncidentState.EXECUTING,
+            IncidentState.FAILED,
+            IncidentState.ESCALATED,
+        ],
+        description="incident states that send a message",
+    )
+    max_attempts: int = Field(default=5, ge=1)
+    console_url: HttpUrlText | None = Field(default=None, description="base URL linked from messages")
+
+
+class ApiConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=5_000_000, ge=1024)
+
+
+class IntervalsConfig(_Section):
+    poll_s: float = Field(default=5.0, gt=0, description="how often sources are polled")
+    approval_expiry_s: float = Field(default=10.0, gt=0, description="how often pending approvals are checked")
+    verification_s: float = Field(default=30.0, gt=0, description="how often verifications run")
+    checkpoint_s: float = Field(default=60.0, gt=0, description="how often detector state is saved")
+
+
+class HomeostatConfig(_Section):
+    """The whole ``homeostat.yaml``."""
+
+    database_url: str = "sqlite:///homeostat.db"
+    constitution: Path = Path("constitution.yaml")
+    sources: list[SourceConfig] = Field(default_factory=list)
+    detection_overrides: Path | None = None
+    tools: ToolsConfig = ToolsConfig()
+    auth: AuthConfig = AuthConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
+    api: ApiConfig = ApiConfig()
+    intervals: IntervalsConfig = IntervalsConfig()
+    grace_period_s: float = Field(default=10.0, ge=0, description="shutdown: time in-flight work gets to finish")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        if not (value.startswith("sqlite:///") or re.match(r"^postgres(ql)?(\+\w+)?://", value)):
+            shown = value.rsplit("@", maxsplit=1)[-1]  # never echo a password
+            raise ValueError(f"must be sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB, got {shown!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_source_names(self) -> HomeostatConfig:
+        seen: set[str] = set()
+        for i, source in enumerate(self.sources):
+            name = source.name or source.type
+            if name in seen:
+                raise ValueError(f"sources[{i}]: two sources are named {name!r}; give each a distinct 'name'")
+            seen.add(name)
+        return self
+
+    def source_name(self, index: int) -> str:
+        source = self.sources[index]
+        return source.name or source.type
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand_env(data: Any, path: tuple[str | int, ...], missing: list[tuple[tuple[str | int, ...], str]]) -> Any:
+    if isinstance(data, dict):
+        return {k: _expand_env(v, (*path, k), missing) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_expand_env(v, (*path, i), missing) for i, v in enumerate(data)]
+    if isinstance(data, str):
+
+        def sub(match: re.Match[str]) -> str:
+            value = os.environ.get(match.group(1))
+            if value is None:
+                missing.append((path, match.group(1)))
+                return ""
+            return value
+
+        return _ENV.sub(sub, data)
+    return data
+
+
+def _resolve_paths(config: HomeostatConfig, base: Path) -> HomeostatConfig:
+    def rel(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else base / p)
+
+    sources = [
+        s.model_copy(update={"path": rel(s.path)}) if isinstance(s, JsonlSourceConfig) else s for s in config.sources
+    ]
+    return config.model_copy(
+        update={
+            "constitution": rel(config.constitution),
+            "detection_overrides": rel(config.detection_overrides),
+            "auth": config.auth.model_copy(update={"tokens_file": rel(config.auth.tokens_file)}),
+            "sources": sources,
+        }
+    )
+
+
+def parse_config(text: str, source: str = "homeostat.yaml", *, base_dir: Path | None = None) -> HomeostatConfig:
+    """Validate config text; raises `ConfigFileError` listing every problem as ``file:LINE: key: message``."""
+    data, locate = load_yaml_with_lines(text, source)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigFileError([ConfigIssue(source, 1, (), "the config must be a mapping of sections")])
+    missing: list[tuple[tuple[str | int, ...], str]] = []
+    data = _expand_env(data, (), missing)
+    if missing:
+        raise ConfigFileError(
+            [ConfigIssue(source, locate(p), p, f"environment variable ${{{name}}} is not set") for p, name in missing]
+        )
+    try:
+        config = HomeostatConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigFileError(validation_issues(exc, data, locate, source)) from exc
+    return _resolve_paths(config, base_dir or Path.cwd())
+
+
+def load_config(path: str | Path) -> HomeostatConfig:
+    """Read and validate ``homeostat.yaml``; relative paths inside it are relative to its folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigFileError([ConfigIssue(str(path), 1, (), "config file not found")]) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigFileError([ConfigIssue(str(path), 1, (), f"cannot read config file: {exc}")]) from exc
+    return parse_config(text, str(path), base_dir=path.resolve().parent)

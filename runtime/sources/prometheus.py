@@ -1,0 +1,183 @@
+"""Reads signals from a Prometheus-compatible HTTP API (Prometheus, Thanos, Mimir).
+
+Each configured query maps one PromQL expression to one Homeostat signal; the result's
+series label (``service`` by default) names the service. Range mode fetches every step
+since the last poll (no gaps, no repeats); instant mode asks for the value at ``now``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import httpx
+from pydantic import ValidationError
+
+from domain import Sample
+from runtime.ports import TelemetryBatch
+from runtime.sources._parse import Rejection, SourceError, describe_validation_error
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PromQuery:
+    """One PromQL expression read as one Homeostat signal."""
+
+    signal: str
+    promql: str
+    service: str | None = None
+    """Fixed service name; when None the service comes from `service_label` of each series."""
+    service_label: str = "service"
+
+
+@dataclass(slots=True)
+class _QueryState:
+    last_end: datetime | None = None
+    last_ts: dict[str, datetime] = field(default_factory=dict)
+
+
+class PrometheusSource:
+    """A `TelemetrySource` over the Prometheus HTTP API (``/api/v1/query`` and ``/api/v1/query_range``)."""
+
+    def __init__(
+        self,
+        url: str,
+        queries: Sequence[PromQuery],
+        *,
+        name: str = "prometheus",
+        mode: Literal["range", "instant"] = "range",
+        step_s: float = 15.0,
+        lookback_s: float = 300.0,
+        timeout_s: float = 5.0,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        if not queries:
+            raise ValueError(f"source {name!r}: at least one query is needed")
+        if step_s <= 0 or lookback_s <= 0:
+            raise ValueError(f"source {name!r}: step_s and lookback_s must be > 0")
+        self.name = name
+        self._base = url.rstrip("/")
+        self._queries = list(queries)
+        self._mode = mode
+        self._step = step_s
+        self._lookback = lookback_s
+        self._client = client or httpx.AsyncClient(timeout=timeout_s)
+        self._owns_client = client is None
+        self._state = [_QueryState() for _ in self._queries]
+        self.rejections: list[Rejection] = []
+        """Series points refused during the last poll, with reasons."""
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def poll(self, now: datetime) -> TelemetryBatch:
+        samples: list[Sample] = []
+        self.rejections = []
+        for query, state in zip(self._queries, self._state, strict=True):
+            if self._mode == "range":
+                start = (
+                    state.last_end + timedelta(seconds=self._step)
+                    if state.last_end
+                    else now - timedelta(seconds=self._lookback)
+                )
+                if start > now:
+                    continue
+                data = await self._get(
+                    "/api/v1/query_range",
+                    {"query": query.promql, "start": _ts(start), "end": _ts(now), "step": f"{self._step}s"},
+                    query,
+                )
+                state.last_end = now
+            else:
+                data = await self._get("/api/v1/query", {"query": query.promql, "time": _ts(now)}, query)
+            samples.extend(self._to_samples(query, state, data))
+        for rejection in self.rejections:
+            log.warning("source %s: %s", self.name, rejection)
+        return TelemetryBatch(samples=samples)
+
+    async def _get(self, path: str, params: dict[str, str], query: PromQuery) -> dict[str, Any]:
+        try:
+            response = await self._client.get(self._base + path, params=params)
+        except httpx.HTTPError as exc:
+            raise SourceError(f"{self._base}{path}: {type(exc).__name__}: {exc}") from exc
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise SourceError(
+                f"{self._base}{path} answered {response.status_code} with a body that is not JSON"
+            ) from exc
+        if not isinstance(body, dict) or body.get("status") != "success":
+            error = body.get("error") if isinstance(body, dict) else None
+            raise SourceError(
+                f"{self._base}{path} query {query.promql!r} for signal {query.signal!r} failed "
+                f"({response.status_code}): {error or 'response status is not success'}"
+            )
+        data = body.get("data")
+        if not isinstance(data, dict):
+            raise SourceError(f"{self._base}{path}: response has no 'data' object")
+        return data
+
+    def _to_samples(self, query: PromQuery, state: _QueryState, data: dict[str, Any]) -> list[Sample]:
+        kind = data.get("resultType")
+        result = data.get("result")
+        if kind not in ("vector", "matrix") or not isinstance(result, list):
+            raise SourceError(f"query {query.promql!r}: expected a vector or matrix result, got resultType={kind!r}")
+        samples: list[Sample] = []
+        for i, series in enumerate(result):
+            where = f"{query.signal}: result[{i}]"
+            if not isinstance(series, dict) or not isinstance(series.get("metric"), dict):
+                self.rejections.append(Rejection(where, "series has no 'metric' labels object"))
+                continue
+            metric: dict[str, Any] = series["metric"]
+            service = query.service or metric.get(query.service_label)
+            if not isinstance(service, str) or not service:
+                self.rejections.append(
+                    Rejection(where, f"series {metric!r} has no {query.service_label!r} label to name the service")
+                )
+                continue
+            labels = {str(k): str(v) for k, v in metric.items() if k not in ("__name__", query.service_label)}
+            points = series.get("values") if kind == "matrix" else [series.get("value")]
+            if not isinstance(points, list):
+                self.rejections.append(Rejection(where, "series has no values"))
+                continue
+            series_id = f"{service}|{sorted(labels.items())}"
+            for point in points:
+                sample = self._point(query, service, labels, point, where)
+                if sample is None:
+                    continue
+                last = state.last_ts.get(series_id)
+                if last is not None and sample.ts <= last:
+                    continue  # already delivered by an earlier poll
+                state.last_ts[series_id] = sample.ts
+                samples.append(sample)
+        return samples
+
+    def _point(self, query: PromQuery, service: str, labels: dict[str, str], point: Any, where: str) -> Sample | None:
+        if not isinstance(point, list) or len(point) != 2:
+            self.rejections.append(Rejection(where, f"point {point!r} is not [timestamp, value]"))
+            return None
+        raw_ts, raw_value = point
+        try:
+            ts = datetime.fromtimestamp(float(raw_ts), tz=UTC)
+            value = float(raw_value)
+        except (TypeError, ValueError, OverflowError):
+            self.rejections.append(Rejection(where, f"point {point!r} has a non-numeric timestamp or value"))
+            return None
+        if not math.isfinite(value):
+            self.rejections.append(Rejection(f"{where} @ {ts.isoformat()}", f"value {raw_value!r} is not finite"))
+            return None
+        try:
+            return Sample(service=service, signal=query.signal, ts=ts, value=value, labels=labels)
+        except ValidationError as exc:
+            self.rejections.append(Rejection(where, describe_validation_error(exc)))
+            return None
+
+
+def _ts(instant: datetime) -> str:
+    return f"{instant.timestamp():.3f}"
