@@ -32,6 +32,8 @@ from tools._guard import (
     RetryPolicy,
     idempotency_key,
 )
+from tools._http import SecretRef, SimulatorHttpAdapter, WebhookAdapter, WebhookTarget
+from tools.verification import RecoveryVerdict, SeriesCheck, evaluate_recovery
 
 __all__ = [
     "CATALOG",
@@ -51,13 +53,20 @@ __all__ = [
     "PermanentError",
     "PurgeContextCacheParams",
     "RecoverySpec",
+    "RecoveryVerdict",
     "RetryPolicy",
     "RevertRoutingParams",
     "RollbackModelVersionParams",
     "RollbackPromptVersionParams",
+    "SecretRef",
+    "SeriesCheck",
+    "SimulatorHttpAdapter",
     "ThrottleParams",
     "TransientError",
     "TriggerRetrainingParams",
+    "WebhookAdapter",
+    "WebhookTarget",
+    "evaluate_recovery",
     "idempotency_key",
     "spec_for",
 ]
