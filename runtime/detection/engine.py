@@ -1,0 +1,191 @@
+"""The detection stage: samples in, anomalies out, one detector ensemble per series.
+
+`DetectionEngine` owns every series' state, drops bad samples with a counted reason (the
+stream goes on), raises staleness once per silence, projects budgets, and checkpoints to
+bytes so a restart resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from domain import Anomaly, Direction, Sample, Severity
+from runtime.detection.budget import BUDGET_SIGNALS, BudgetTracker
+from runtime.detection.config import DetectionConfig, load_detection_config
+from runtime.detection.series import SeriesDetector, make_anomaly
+
+SNAPSHOT_MAGIC = b"HOMEOSTAT-DETECTION\x00"
+SNAPSHOT_FORMAT = 1
+
+_DEFAULT_CONFIG: DetectionConfig | None = None
+
+
+def default_config() -> DetectionConfig:
+    """The shipped defaults (loaded once per process)."""
+    global _DEFAULT_CONFIG  # noqa: PLW0603 - a process-wide cache of an immutable value
+    if _DEFAULT_CONFIG is None:
+        _DEFAULT_CONFIG = load_detection_config()
+    return _DEFAULT_CONFIG
+
+
+class SnapshotError(ValueError):
+    """A detection snapshot cannot be restored; the message says why."""
+
+
+class DetectionEngine:
+    """Streaming anomaly detection over many series.
+
+    Snapshots are pickles: restore only blobs this process family wrote (the checkpoint
+    store), never bytes from an untrusted party.
+    """
+
+    def __init__(self, config: DetectionConfig | None = None) -> None:
+        self.config = config if config is not None else default_config()
+        self._series: dict[tuple[str, str], SeriesDetector] = {}
+        self.dropped: Counter[str] = Counter()
+        self.accepted = 0
+        teams = {name: svc.team for name, svc in self.config.services.items() if svc.team is not None}
+        self._budget = BudgetTracker(self.config.budgets, teams) if self.config.budgets else None
+
+    # -- intake ---------------------------------------------------------------------------------
+
+    @property
+    def series_count(self) -> int:
+        return len(self._series)
+
+    def observe(self, sample: Sample) -> list[Anomaly]:
+        """Feed one sample; returns the anomalies it completes (usually none)."""
+        return self.observe_value(sample.service, sample.signal, sample.ts.timestamp(), sample.value, sample.labels)
+
+    def observe_batch(self, samples: Sequence[Sample]) -> list[Anomaly]:
+        """Feed a poll's samples (any order across series; time order within a series)."""
+        out: list[Anomaly] = []
+        series = self._series
+        budget = self._budget
+        for sample in samples:
+            key = (sample.service, sample.signal)
+            det = series.get(key)
+            ts = sample.ts.timestamp()
+            found: list[Anomaly] | None
+            if det is None or budget is not None or det.last_ts is None or ts <= det.last_ts:
+                found = self.observe_value(sample.service, sample.signal, ts, sample.value, sample.labels)
+            else:  # hot path: a known series, in order; Sample already guarantees a finite float
+                self.accepted += 1
+                found = det.update(ts, sample.value)
+            if found:
+                out.extend(found)
+        return out
+
+    def observe_value(
+        self, service: str, signal: str, ts: float, value: Any, labels: dict[str, str] | None = None
+    ) -> list[Anomaly]:
+        """Feed one raw observation (ts in unix seconds). Bad input is counted in `dropped`, never raised."""
+        reason = self._reject_reason(service, signal, ts, value)
+        if reason is not None:
+            self.dropped[reason] += 1
+            return []
+        key = (service, signal)
+        det = self._series.get(key)
+        if det is None:
+            if len(self._series) >= self.config.max_series:
+                self.dropped["series_limit"] += 1
+                return []
+            det = self._series[key] = SeriesDetector(service, signal, self.config.policy_for(service, signal))
+        elif det.last_ts is not None and ts <= det.last_ts:
+            self.dropped["duplicate_ts" if ts == det.last_ts else "out_of_order"] += 1
+            return []
+        self.accepted += 1
+        found = det.update(ts, float(value))
+        out = list(found) if found else []
+        if self._budget is not None and signal in BUDGET_SIGNALS:
+            team = labels.get("team") if labels else None
+            budget_found = self._budget.update(service, signal, ts, float(value), team)
+            if budget_found:
+                out.extend(budget_found)
+        return out
+
+    @staticmethod
+    def _reject_reason(service: Any, signal: Any, ts: Any, value: Any) -> str | None:
+        if not isinstance(service, str) or not service or not isinstance(signal, str) or not signal:
+            return "unknown_series"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return "not_a_number"
+        if not math.isfinite(value):
+            return "not_finite"
+        if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+            return "bad_timestamp"
+        return None
+
+    # -- staleness ------------------------------------------------------------------------------
+
+    def check_staleness(self, now: datetime) -> list[Anomaly]:
+        """One `stale` anomaly per series that has been silent too long (once per silence)."""
+        t = now.timestamp()
+        out: list[Anomaly] = []
+        for det in self._series.values():
+            last = det.last_ts
+            if last is None or det.stale_reported:
+                continue
+            limit = det.stale_after()
+            if t - last > limit:
+                det.stale_reported = True
+                out.append(
+                    make_anomaly(
+                        service=det.service,
+                        signal=det.signal,
+                        detector="staleness",
+                        ts=t,
+                        direction=Direction.BOTH,
+                        baseline=det.mu,
+                        current=det.mu,
+                        severity=Severity.WARNING,
+                        kind="stale",
+                        detail={"silent_s": round(t - last, 3), "stale_after_s": round(limit, 3)},
+                    )
+                )
+        return out
+
+    # -- checkpoint -----------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """All detector state as bytes; `DetectionEngine.restore` continues exactly from here."""
+        payload = {
+            "format": SNAPSHOT_FORMAT,
+            "config": self.config.model_dump(mode="json"),
+            "series": self._series,
+            "budget": self._budget,
+            "dropped": dict(self.dropped),
+            "accepted": self.accepted,
+        }
+        return SNAPSHOT_MAGIC + pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def restore(cls, blob: bytes, config: DetectionConfig | None = None) -> DetectionEngine:
+        """An engine resuming from `snapshot()` bytes; `config` (if given) replaces the saved one."""
+        if not blob.startswith(SNAPSHOT_MAGIC):
+            raise SnapshotError("not a Homeostat detection snapshot (bad magic header)")
+        try:
+            payload = pickle.loads(blob[len(SNAPSHOT_MAGIC) :])
+        except Exception as exc:
+            raise SnapshotError(f"detection snapshot is corrupt: {exc}") from None
+        if not isinstance(payload, dict) or payload.get("format") != SNAPSHOT_FORMAT:
+            raise SnapshotError(f"unsupported detection snapshot format {payload.get('format')!r}")
+        if config is None:
+            config = DetectionConfig.model_validate(payload["config"])
+        engine = cls(config)
+        engine._series = payload["series"]
+        if payload["budget"] is not None and engine._budget is not None:
+            engine._budget = payload["budget"]
+        engine.dropped = Counter(payload["dropped"])
+        engine.accepted = payload["accepted"]
+        for (service, signal), det in engine._series.items():
+            det.p = config.policy_for(service, signal)
+        return engine
+
+    def iter_series(self) -> Iterable[SeriesDetector]:
+        return iter(self._series.values())
