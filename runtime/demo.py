@@ -37,6 +37,7 @@ def demo(
     db_path = db or Path(tempfile.mkdtemp(prefix="homeostat-demo-")) / "homeostat.sqlite"
     if db_path.exists():
         raise typer.BadParameter(f"{db_path} already exists; the demo writes a fresh database", param_hint="--db")
+    db_path.parent.mkdir(parents=True, exist_ok=True)
     summary: list[tuple[str, str, str, str, bool]] = []
     started = time.perf_counter()
     for name in scenario or DEFAULT_SCENARIOS:

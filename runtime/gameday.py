@@ -21,7 +21,7 @@ from runtime.loop import ControlLoop, LoopOptions
 from runtime.ports import Identity, TelemetryBatch
 from runtime.store import IncidentRow
 from simulations import Fleet, Scenario
-from tools import ActionRequest, CallableAdapter
+from tools import ActionRequest, CallableAdapter, GuardConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +96,9 @@ def play_scenario(
     adapter = FleetAdapter(fleet, clock)
     loop_options = options or LoopOptions(db=db)
     loop_options.db = db
+    if loop_options.guard is None:
+        # The simulated fleet is the whole world of a game day: every catalog action may reach it.
+        loop_options.guard = GuardConfig(allow={action: ["*"] for action in ActionName})
     loop = ControlLoop(loop_options, clock=clock, adapter=CallableAdapter(adapter.call, adapter.lookup))
     try:
         loop.telemetry.set_topology(fleet.topology())

@@ -116,9 +116,13 @@ class IncidentStore:
             session.refresh(row)
             return row
 
-    def list(self, *, state: str | None = None, open_only: bool = False, limit: int = 1000) -> list[IncidentRow]:
+    def list(
+        self, *, state: str | None = None, open_only: bool = False, prefix: str | None = None, limit: int = 1000
+    ) -> list[IncidentRow]:
         with Session(self._engine) as session:
             query = select(IncidentRow).order_by(IncidentRow.opened_at.desc())  # type: ignore[attr-defined]
+            if prefix is not None:
+                query = query.where(IncidentRow.id.startswith(prefix + "-"))  # type: ignore[attr-defined]
             if state is not None:
                 query = query.where(IncidentRow.state == state)
             if open_only:

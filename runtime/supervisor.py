@@ -38,7 +38,8 @@ class SupervisorSettings:
     cooldown_s: float = 900.0
     """After an incident closes, anomalies on its services this soon are recorded on it, not re-opened."""
     id_prefix: str = "inc"
-    """Incident ids are `<prefix>-<onset>-<service>`; game days use the scenario name."""
+    """Incident ids are `<prefix>-<onset>-<service>`, and a supervisor only groups into and drives
+    incidents with its own prefix (game days sharing one database use the scenario name)."""
 
 
 class Supervisor:
@@ -75,7 +76,7 @@ class Supervisor:
 
     def _attach(self, anomaly: Anomaly) -> str:
         now = self._clock.now()
-        rows = self._store.list(limit=200)
+        rows = self._store.list(prefix=self._settings.id_prefix, limit=200)
         for row in rows:
             if anomaly.service in row.services and (
                 not row.final or _seconds_between(row.updated_at, now) < self._settings.cooldown_s
@@ -130,7 +131,7 @@ class Supervisor:
     def tick(self) -> None:
         """Start settled incidents, deliver approval answers, resume due waits, expire approvals."""
         now = self._clock.now()
-        for row in self._store.list(open_only=True):
+        for row in self._store.list(open_only=True, prefix=self._settings.id_prefix):
             if not row.graph_started:
                 if now >= datetime.fromisoformat(row.settle_until):
                     self._start(row)
@@ -145,7 +146,7 @@ class Supervisor:
 
     def recover(self) -> None:
         """After a restart: continue threads that stopped mid-step (not at an interrupt)."""
-        for row in self._store.list(open_only=True):
+        for row in self._store.list(open_only=True, prefix=self._settings.id_prefix):
             if not row.graph_started:
                 continue
             snapshot = self._graph.get_state(_config(row.id))
