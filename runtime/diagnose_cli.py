@@ -1,5 +1,465 @@
-"""`homeostat diagnose ...` commands: run a diagnoser on a case folder, measure on a labelled set."""
+"""`homeostat diagnose ...`: offline post-incident diagnosis on exported telemetry, and its benchmark.
+
+`homeostat diagnose --samples S.jsonl --anomaly A.json [--changes C.jsonl] [--topology T.json]`
+loads the export into the same `TelemetryStore` the daemon uses and runs the same diagnoser.
+`homeostat diagnose case DIR` does the same for a case folder; `homeostat diagnose bench
+--cases DIR` measures root-cause ranking accuracy (AC@k) on a labelled set of case folders,
+reading each case's truth only after its diagnosis is made.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
-app = typer.Typer(help="Diagnose incident cases and measure diagnosers on labelled sets.", no_args_is_help=True)
+from agents.diagnosis import DeterministicDiagnoser, RankedCandidate
+from agents.ports import Diagnoser, IncidentContext
+from domain import (
+    Anomaly,
+    ChangeEvent,
+    ChangeKind,
+    Diagnosis,
+    Direction,
+    Sample,
+    ServiceInfo,
+    Topology,
+    bad_direction,
+    to_jsonable,
+)
+from runtime.telemetry import TelemetryStore
+
+app = typer.Typer(
+    help="Diagnose exported incidents offline and measure diagnosers on labelled case sets.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+
+
+class CaseFormatError(ValueError):
+    """An export file is malformed; the message names the file, line and field."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading exported telemetry
+# ----------------------------------------------------------------------------------------------
+
+
+def _utc(value: Any, where: str, name: str = "ts") -> datetime:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CaseFormatError(f"{where}: field {name!r} must be unix seconds (a number), got {value!r}")
+    return datetime.fromtimestamp(float(value), tz=UTC)
+
+
+def _str(obj: dict[str, Any], key: str, where: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not value:
+        raise CaseFormatError(f"{where}: field {key!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CaseFormatError(f"{path}: file not found") from None
+    except json.JSONDecodeError as exc:
+        raise CaseFormatError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+
+
+def _jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    rows: list[tuple[str, dict[str, Any]]] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise CaseFormatError(f"{path}: file not found") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CaseFormatError(f"{where}: invalid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise CaseFormatError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        rows.append((where, obj))
+    return rows
+
+
+def load_samples(path: Path) -> list[Sample]:
+    """Samples from JSONL {"ts": unix s, "service", "signal", "value"[, "labels"]}."""
+    samples: list[Sample] = []
+    for where, obj in _jsonl(path):
+        value = obj.get("value")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CaseFormatError(f"{where}: field 'value' must be a number, got {value!r}")
+        labels = obj.get("labels", {})
+        if not isinstance(labels, dict):
+            raise CaseFormatError(f"{where}: field 'labels' must be an object of strings")
+        try:
+            samples.append(
+                Sample(
+                    service=_str(obj, "service", where),
+                    signal=_str(obj, "signal", where),
+                    ts=_utc(obj.get("ts"), where),
+                    value=float(value),
+                    labels={str(k): str(v) for k, v in labels.items()},
+                )
+            )
+        except ValueError as exc:
+            if isinstance(exc, CaseFormatError):
+                raise
+            raise CaseFormatError(f"{where}: {exc}") from None
+    samples.sort(key=lambda s: (s.ts, s.service, s.signal))
+    return samples
+
+
+def load_anomaly(path: Path) -> Anomaly:
+    """The incident's anchor anomaly from {"service", "signal", "ts"}."""
+    obj = _read_json(path)
+    where = str(path)
+    if not isinstance(obj, dict):
+        raise CaseFormatError(f"{where}: expected a JSON object with service, signal, ts")
+    signal = _str(obj, "signal", where)
+    direction = bad_direction(signal)
+    return Anomaly(
+        id=str(obj.get("id", "anomaly-0")),
+        service=_str(obj, "service", where),
+        signal=signal,
+        detector="export",
+        ts=_utc(obj.get("ts"), where),
+        direction=direction if direction is not Direction.BOTH else Direction.UP,
+        baseline=float(obj.get("baseline", 0.0)),
+        current=float(obj.get("current", 0.0)),
+        kind="alert",
+    )
+
+
+def load_changes(path: Path) -> list[ChangeEvent]:
+    """Change events from JSONL {"ts", "service", "kind", "from", "to", "actor"[, "id"]}."""
+    kinds = ", ".join(k.value for k in ChangeKind)
+    out: list[ChangeEvent] = []
+    for where, obj in _jsonl(path):
+        kind = obj.get("kind")
+        if kind not in {k.value for k in ChangeKind}:
+            raise CaseFormatError(f"{where}: field 'kind' must be one of {kinds}, got {kind!r}")
+        out.append(
+            ChangeEvent(
+                id=str(obj.get("id") or f"{path.name}:{where.rsplit(':', 1)[1]}"),
+                service=_str(obj, "service", where),
+                kind=ChangeKind(kind),
+                from_value=str(obj.get("from", "")),
+                to_value=str(obj.get("to", "")),
+                ts=_utc(obj.get("ts"), where),
+                actor=str(obj.get("actor", "unknown")),
+            )
+        )
+    return out
+
+
+def load_topology(path: Path | None, services: Sequence[str]) -> Topology:
+    """{"edges": [[caller, callee], ...]} (or a full {"services": {...}} Topology); every service
+    seen in the samples is included, with an unknown provider when the file does not say."""
+    depends: dict[str, set[str]] = {s: set() for s in services}
+    if path is not None:
+        obj = _read_json(path)
+        if isinstance(obj, dict) and "services" in obj:
+            try:
+                topo = Topology.model_validate(obj)
+            except ValueError as exc:
+                raise CaseFormatError(f"{path}: {exc}") from None
+            extra = {s: _bare_service(s) for s in services if s not in topo.services}
+            return Topology(services={**topo.services, **extra})
+        edges = obj.get("edges") if isinstance(obj, dict) else None
+        if not isinstance(edges, list):
+            raise CaseFormatError(f'{path}: expected {{"edges": [["caller", "callee"], ...]}}')
+        for i, edge in enumerate(edges):
+            if not (isinstance(edge, list) and len(edge) == 2 and all(isinstance(x, str) and x for x in edge)):
+                raise CaseFormatError(f"{path}: edges[{i}] must be [caller, callee] strings, got {edge!r}")
+            depends.setdefault(edge[0], set()).add(edge[1])
+            depends.setdefault(edge[1], set())
+    return Topology(services={s: _bare_service(s, tuple(sorted(d))) for s, d in sorted(depends.items())})
+
+
+def _bare_service(name: str, depends_on: tuple[str, ...] = ()) -> ServiceInfo:
+    return ServiceInfo(
+        name=name, provider="", model_version="", prompt_version="", traffic_share=0.0, depends_on=depends_on
+    )
+
+
+@dataclass(frozen=True)
+class LoadedCase:
+    context: IncidentContext
+    store: TelemetryStore
+
+
+def load_case(samples: Path, anomaly: Path, changes: Path | None = None, topology: Path | None = None) -> LoadedCase:
+    """An IncidentContext over the export: onset at the anomaly, `now` at the last sample."""
+    rows = load_samples(samples)
+    if not rows:
+        raise CaseFormatError(f"{samples}: no samples")
+    anchor = load_anomaly(anomaly)
+    span = rows[-1].ts - rows[0].ts
+    store = TelemetryStore(retention=span + timedelta(hours=1), max_points=max(4096, len(rows)))
+    store.add_samples(rows)
+    if changes is not None:
+        store.add_changes(load_changes(changes))
+    store.set_topology(load_topology(topology, sorted({s.service for s in rows} | {anchor.service})))
+    now = max(rows[-1].ts, anchor.ts)
+    ctx = IncidentContext(
+        incident_id=anomaly.parent.name or "offline", onset=anchor.ts, now=now, anomalies=[anchor], telemetry=store
+    )
+    return LoadedCase(ctx, store)
+
+
+def load_case_dir(folder: Path) -> LoadedCase:
+    """A case folder: samples.jsonl, anomaly.json, optional changes.jsonl and topology.json.
+    truth.json is never read here."""
+    changes = folder / "changes.jsonl"
+    topology = folder / "topology.json"
+    return load_case(
+        folder / "samples.jsonl",
+        folder / "anomaly.json",
+        changes if changes.exists() else None,
+        topology if topology.exists() else None,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Running a diagnoser
+# ----------------------------------------------------------------------------------------------
+
+
+def ranked_output(diagnoser: Diagnoser, ctx: IncidentContext) -> tuple[Diagnosis, list[RankedCandidate]]:
+    """The diagnosis and the ranked candidates (the deterministic ranking backs every diagnoser)."""
+    diagnosis = diagnoser.diagnose(ctx)
+    ranked = DeterministicDiagnoser().ranked(ctx)
+    if diagnosis.cause.value != "unknown":
+        head = RankedCandidate(diagnosis.service, diagnosis.cause, diagnosis.confidence, diagnosis.evidence)
+        ranked = [head, *[r for r in ranked if r.service != diagnosis.service]]
+    return diagnosis, ranked
+
+
+def output_json(diagnosis: Diagnosis, ranked: Sequence[RankedCandidate]) -> dict[str, Any]:
+    return {
+        "ranked": [
+            {
+                "service": r.service,
+                "cause": r.cause.value,
+                "confidence": r.confidence,
+                "evidence": to_jsonable(list(r.evidence)),
+            }
+            for r in ranked
+        ],
+        "abstain": diagnosis.cause.value == "unknown",
+        "diagnosis": to_jsonable(diagnosis),
+    }
+
+
+def _render(diagnosis: Diagnosis, ranked: Sequence[RankedCandidate], top: int = 5) -> str:
+    lines = [
+        f"cause       {diagnosis.cause.value}",
+        f"service     {diagnosis.service}" + (f"  (provider {diagnosis.provider})" if diagnosis.provider else ""),
+        f"confidence  {diagnosis.confidence:.2f}",
+        f"rationale   {diagnosis.rationale}",
+        f"diagnoser   {diagnosis.diagnoser} {diagnosis.diagnoser_version}",
+    ]
+    for note in diagnosis.notes:
+        lines.append(f"note        {note}")
+    if diagnosis.alternatives:
+        alts = ", ".join(f"{c.value} {p:.2f}" for c, p in diagnosis.alternatives)
+        lines.append(f"alternatives {alts}")
+    lines.append("evidence")
+    for ev in diagnosis.evidence:
+        if ev.type == "change":
+            lines.append(
+                f"  change {ev.change_id} on {ev.service}: {ev.kind.value} {ev.from_value!r} -> {ev.to_value!r}, "
+                f"{ev.seconds_before_onset:.0f}s before onset"
+            )
+        else:
+            lines.append(f"  series {ev.service}/{ev.signal}: {ev.before:.4g} -> {ev.after:.4g}")
+    lines.append("ranked services")
+    for i, r in enumerate(ranked[:top], start=1):
+        lines.append(f"  {i}. {r.service:32s} {r.cause.value:22s} {r.confidence:.2f}")
+    return "\n".join(lines)
+
+
+def _diagnoser(kind: str) -> Diagnoser:
+    if kind == "deterministic":
+        return DeterministicDiagnoser()
+    if kind == "llm":
+        from runtime.diagnose_llm import llm_diagnoser_from_env
+
+        return llm_diagnoser_from_env()
+    raise typer.BadParameter(f"--diagnoser must be 'deterministic' or 'llm', got {kind!r}")
+
+
+@app.callback()
+def diagnose(
+    ctx: typer.Context,
+    *,
+    samples: Annotated[Path | None, typer.Option(help="samples JSONL: {ts, service, signal, value} a line")] = None,
+    anomaly: Annotated[Path | None, typer.Option(help="anomaly JSON: {service, signal, ts}")] = None,
+    changes: Annotated[Path | None, typer.Option(help="changes JSONL: {ts, service, kind, from, to, actor}")] = None,
+    topology: Annotated[Path | None, typer.Option(help="topology JSON: {edges: [caller, callee] pairs}")] = None,
+    diagnoser: Annotated[str, typer.Option(help="deterministic | llm")] = "deterministic",
+    as_json: Annotated[bool, typer.Option("--json", help="print {ranked: [...], abstain} as JSON")] = False,
+) -> None:
+    """Diagnose an exported incident offline, through the same code as the daemon."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if samples is None or anomaly is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0 if samples is None and anomaly is None else 2)
+    try:
+        case = load_case(samples, anomaly, changes, topology)
+    except CaseFormatError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    diagnosis, ranked = ranked_output(_diagnoser(diagnoser), case.context)
+    if as_json:
+        typer.echo(json.dumps(output_json(diagnosis, ranked), indent=1, sort_keys=True))
+    else:
+        typer.echo(_render(diagnosis, ranked))
+
+
+@app.command("case")
+def case_command(
+    folder: Annotated[Path, typer.Argument(help="case folder with samples.jsonl, anomaly.json[, topology.json]")],
+    diagnoser: Annotated[str, typer.Option(help="deterministic | llm")] = "deterministic",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Print the diagnosis of one case folder with its evidence (truth.json is not read)."""
+    try:
+        case = load_case_dir(folder)
+    except CaseFormatError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    diagnosis, ranked = ranked_output(_diagnoser(diagnoser), case.context)
+    if as_json:
+        typer.echo(json.dumps(output_json(diagnosis, ranked), indent=1, sort_keys=True))
+    else:
+        typer.echo(_render(diagnosis, ranked, top=10))
+
+
+# ----------------------------------------------------------------------------------------------
+# Benchmark on labelled case folders
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    case: str
+    system: str
+    fault: str
+    truth: str
+    ranked: tuple[str, ...]
+    seconds: float
+
+    def hit(self, k: int) -> bool:
+        return self.truth in self.ranked[:k]
+
+
+def run_bench(cases_dir: Path, diagnoser: Diagnoser) -> list[CaseResult]:
+    """Diagnose every case folder under `cases_dir` (sorted); truth is read after diagnosing."""
+    systems: dict[str, str] = {}
+    index = cases_dir / "cases.csv"
+    if index.exists():
+        with index.open(encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                systems[row.get("case_id", "")] = row.get("system", "") or "all"
+    folders = sorted(p for p in cases_dir.iterdir() if (p / "samples.jsonl").exists() and (p / "anomaly.json").exists())
+    if not folders:
+        raise CaseFormatError(f"{cases_dir}: no case folders (each needs samples.jsonl and anomaly.json)")
+    results: list[CaseResult] = []
+    for folder in folders:
+        case = load_case_dir(folder)
+        started = time.perf_counter()
+        _diagnosis, ranked = ranked_output(diagnoser, case.context)
+        seconds = time.perf_counter() - started
+        truth = _read_json(folder / "truth.json")  # only now, after the diagnosis is made
+        if not isinstance(truth, dict) or not isinstance(truth.get("root_cause_service"), str):
+            raise CaseFormatError(f"{folder / 'truth.json'}: needs a 'root_cause_service' string")
+        results.append(
+            CaseResult(
+                case=folder.name,
+                system=systems.get(folder.name, "all"),
+                fault=str(truth.get("fault", "unknown")),
+                truth=truth["root_cause_service"],
+                ranked=tuple(r.service for r in ranked),
+                seconds=seconds,
+            )
+        )
+    return results
+
+
+def summarise(results: Sequence[CaseResult]) -> list[dict[str, Any]]:
+    """AC@1/3/5 and time per case: overall, per system, per fault, per system and fault."""
+    groups: dict[str, list[CaseResult]] = defaultdict(list)
+    for r in results:
+        groups["all"].append(r)
+        groups[f"system={r.system}"].append(r)
+        groups[f"fault={r.fault}"].append(r)
+        groups[f"system={r.system} fault={r.fault}"].append(r)
+    rows = []
+    for name in sorted(groups, key=lambda g: (g != "all", g.count("="), g)):
+        members = groups[name]
+        n = len(members)
+        rows.append(
+            {
+                "group": name,
+                "n": n,
+                "ac1": round(sum(r.hit(1) for r in members) / n, 3),
+                "ac3": round(sum(r.hit(3) for r in members) / n, 3),
+                "ac5": round(sum(r.hit(5) for r in members) / n, 3),
+                "mean_ms": round(1000 * sum(r.seconds for r in members) / n, 1),
+            }
+        )
+    return rows
+
+
+@app.command("bench")
+def bench_command(
+    cases: Annotated[Path, typer.Option(help="folder of case folders (and optionally cases.csv for systems)")],
+    diagnoser: Annotated[str, typer.Option(help="deterministic | llm")] = "deterministic",
+    json_out: Annotated[Path | None, typer.Option("--json", help="write per-case results and the summary here")] = None,
+) -> None:
+    """Root-cause-service AC@1/AC@3/AC@5 and time per case on a labelled case set."""
+    try:
+        results = run_bench(cases, _diagnoser(diagnoser))
+    except CaseFormatError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    rows = summarise(results)
+    typer.echo(f"{'group':50s} {'n':>4s} {'AC@1':>6s} {'AC@3':>6s} {'AC@5':>6s} {'ms/case':>8s}")
+    for row in rows:
+        typer.echo(
+            f"{row['group']:50s} {row['n']:4d} {row['ac1']:6.2f} {row['ac3']:6.2f} {row['ac5']:6.2f} "
+            f"{row['mean_ms']:8.1f}"
+        )
+    if json_out is not None:
+        payload = {
+            "summary": rows,
+            "cases": [
+                {
+                    "case": r.case,
+                    "system": r.system,
+                    "fault": r.fault,
+                    "truth": r.truth,
+                    "top5": list(r.ranked[:5]),
+                    "rank": r.ranked.index(r.truth) + 1 if r.truth in r.ranked else None,
+                    "ms": round(1000 * r.seconds, 2),
+                }
+                for r in results
+            ],
+        }
+        json_out.write_text(json.dumps(payload, indent=1, sort_keys=True), encoding="utf-8")

@@ -96,11 +96,9 @@ class ServiceSymptoms:
         return max(self.s(sig) for sig in _LATENCY)
 
     def overall(self) -> float:
-        """How anomalous the service looks: its strongest symptom plus a share of the others."""
-        values = sorted((self.s(sig) for sig in set(self.shifts) | self.anomalous_signals), reverse=True)
-        if not values:
-            return 0.0
-        return values[0] + 0.25 * sum(values[1:4])
+        """How anomalous the service looks: the sum of its symptoms' strengths (a service whose
+        CPU, latency and traffic all move outranks one with a single jumpy series)."""
+        return sum(self.s(sig) for sig in set(self.shifts) | self.anomalous_signals)
 
     def evidence(self, signals: Iterable[str], anomaly_ids: Mapping[tuple[str, str], str]) -> list[Evidence]:
         out: list[Evidence] = []
@@ -178,6 +176,11 @@ class DeterministicDiagnoser:
             alternatives=alternatives,
         )
 
+    def ranked(self, incident: IncidentContext) -> list[RankedCandidate]:
+        """One candidate per anomalous service, best first (the offline `diagnose --json` output)."""
+        hypotheses, ranks = self.analyse(incident)
+        return ranked_candidates(hypotheses, ranks, abstain_below=self.abstain_below)
+
     def analyse(self, incident: IncidentContext) -> tuple[list[Hypothesis], list[ServiceRank]]:
         """All supported hypotheses (best first) and the service localisation ranking."""
         topology = incident.telemetry.topology()
@@ -200,7 +203,7 @@ class DeterministicDiagnoser:
         hypotheses: list[Hypothesis] = []
         hypotheses += self._change_hypotheses(incident, changes, symptoms, anomaly_ids)
         hypotheses += _provider_hypotheses(topology, symptoms, anomaly_ids, changes)
-        hypotheses += _upstream_hypotheses(ranks, topology, symptoms, anomaly_ids)
+        hypotheses += _upstream_hypotheses(ranks, topology, symptoms, anomaly_ids, incident)
         hypotheses += _symptom_hypotheses(incident, symptoms, anomaly_ids, changes)
         hypotheses.sort(key=Hypothesis.sort_key)
         return hypotheses, ranks
@@ -361,25 +364,44 @@ def _upstream_hypotheses(
     topology: Topology,
     symptoms: Mapping[str, ServiceSymptoms],
     anomaly_ids: Mapping[tuple[str, str], str],
+    incident: IncidentContext,
 ) -> list[Hypothesis]:
+    """Walk from each anomalous incident service down its dependencies to the most upstream
+    anomalous callee: step to the most anomalous callee while it is at least WALK_RATIO as
+    anomalous as where we stand. If the walk moved, the callee is the upstream dependency."""
+    by_service = {r.service: r for r in ranks}
     out: list[Hypothesis] = []
-    for rank in ranks:
-        if not rank.upstream:
+    seen: set[str] = set()
+    for start in sorted({a.service for a in incident.anomalies}):
+        path = [start]
+        current = start
+        while True:
+            here = symptoms.get(current, _EMPTY).overall()
+            callees = [
+                (symptoms[c].overall(), c) for c in _callees(topology, current) if c in symptoms and c not in path
+            ]
+            if not callees or here <= 0:
+                break
+            best_score, best = max(callees, key=lambda x: (x[0], x[1]))
+            if best_score <= 0 or best_score < WALK_RATIO * here:
+                break
+            path.append(best)
+            current = best
+        if len(path) < 2 or current in seen:
             continue
-        callers = [c for c in _transitive_callers(topology, rank.service) if symptoms.get(c, _EMPTY).overall() > 0]
-        if not callers:
-            continue
-        score = 1.0 + rank.anomaly + 0.5 * min(2, len(callers))
+        seen.add(current)
+        rank = by_service.get(current)
+        anomaly = symptoms[current].overall()
         out.append(
             Hypothesis(
                 cause=Cause.UPSTREAM_DEPENDENCY,
-                service=rank.service,
-                score=score,
+                service=current,
+                score=1.5 + min(anomaly, 3.0) + 0.25 * (len(path) - 1),
                 rationale=(
-                    f"{rank.service} is the most upstream anomalous service; its callers "
-                    f"{', '.join(sorted(callers))} degraded after it"
+                    f"walked the dependency graph {' -> '.join(path)}: {current} is the most upstream anomalous "
+                    "service; its callers degraded after it"
                 ),
-                evidence=rank.evidence,
+                evidence=rank.evidence if rank else (),
             )
         )
     return out
@@ -471,9 +493,9 @@ def _rising_evidence(sym: ServiceSymptoms, signal: str) -> list[Evidence]:
 # ----------------------------------------------------------------------------------------------
 
 _EMPTY = ServiceSymptoms("", {})
-#: A caller's anomaly counts this much less when one of its callees is anomalous too: its
-#: symptoms are likely inherited.
-EXPLAINED_AWAY = 0.5
+#: The walk down the dependency graph steps to a callee at least this anomalous relative to
+#: the service it stands on: symptoms flow from callee to caller, rarely growing on the way.
+WALK_RATIO = 1.0
 
 
 def _callees(topology: Topology, service: str) -> tuple[str, ...]:
@@ -508,12 +530,12 @@ def rank_services(
     ranks: list[ServiceRank] = []
     for service, sym in symptoms.items():
         own = anomaly[service]
-        if own <= 0:
-            continue
+        # Below-threshold movement still orders the quiet services among themselves.
+        faint = sum(math.log1p(max(0.0, sh.worse)) for sh in sym.shifts.values()) / 100.0
         callee_scores = [anomaly.get(c, 0.0) for c in _callees(topology, service)]
         strongest_callee = max(callee_scores, default=0.0)
-        upstream = strongest_callee <= 0
-        score = own if upstream else own - EXPLAINED_AWAY * min(own, strongest_callee)
+        upstream = own > 0 and strongest_callee <= 0
+        score = own + faint
         top_signals = sorted(sym.shifts, key=lambda g: (-sym.s(g), g))[:3]
         ranks.append(
             ServiceRank(
@@ -544,3 +566,41 @@ def _alternatives(hypotheses: Sequence[Hypothesis], top: Hypothesis | None) -> t
 def _first_anomaly_service(incident: IncidentContext) -> str:
     ordered = sorted(incident.anomalies, key=lambda a: (a.ts, a.id))
     return ordered[0].service if ordered else "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class RankedCandidate:
+    """One line of the ranked output: a service, its most likely cause, confidence and evidence."""
+
+    service: str
+    cause: Cause
+    confidence: float
+    evidence: tuple[Evidence, ...]
+
+
+def ranked_candidates(
+    hypotheses: Sequence[Hypothesis], ranks: Sequence[ServiceRank], *, abstain_below: float
+) -> list[RankedCandidate]:
+    """One candidate per service, best first: confident hypotheses, then the localisation ranking.
+
+    Services that a confident hypothesis names come first (by confidence); every other
+    anomalous service follows in localisation order with its best hypothesis' cause, or
+    `unknown`, and the confidence of its localisation score.
+    """
+    out: list[RankedCandidate] = []
+    seen: set[str] = set()
+    for h in hypotheses:
+        if h.confidence < abstain_below or h.service in seen:
+            continue
+        seen.add(h.service)
+        out.append(RankedCandidate(h.service, h.cause, h.confidence, h.evidence))
+    best_cause: dict[str, Cause] = {}
+    for h in hypotheses:
+        best_cause.setdefault(h.service, h.cause)
+    for r in ranks:
+        if r.service in seen:
+            continue
+        seen.add(r.service)
+        cause = best_cause.get(r.service, Cause.UNKNOWN)
+        out.append(RankedCandidate(r.service, cause, min(confidence_of(r.score), abstain_below), r.evidence))
+    return out
