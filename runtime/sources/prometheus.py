@@ -90,7 +90,7 @@ class PrometheusSource:
                     continue
                 data = await self._get(
                     "/api/v1/query_range",
-                    {"query": query.promql, "start": _ts(start), "end": _ts(now), "step": f"{self._step}s"},
+                    {"query": query.promql, "start": _ts(start), "end": _ts(now), "step": f"{self._step:g}"},
                     query,
                 )
                 state.last_end = now
