@@ -83,7 +83,7 @@ class InMemoryIntentLog:
     """
 
     def __init__(self) -> None:
-        self._intents: dict[str, ActionRequest] = {}
+        self._pending: dict[str, ActionRequest] = {}  # insertion order = oldest first
         self._results: dict[str, ActionOutcome] = {}
         self._lock = threading.Lock()
         self.events: list[tuple[str, str]] = []
@@ -91,12 +91,13 @@ class InMemoryIntentLog:
 
     def record_intent(self, request: ActionRequest) -> None:
         with self._lock:
-            self._intents.setdefault(request.idempotency_key, request)
+            self._pending.setdefault(request.idempotency_key, request)
             self.events.append(("intent", request.idempotency_key))
 
     def record_result(self, request: ActionRequest, outcome: ActionOutcome) -> None:
         with self._lock:
             self._results[request.idempotency_key] = outcome
+            self._pending.pop(request.idempotency_key, None)
             self.events.append(("result", request.idempotency_key))
 
     def result_for(self, idempotency_key: str) -> ActionOutcome | None:
@@ -105,7 +106,7 @@ class InMemoryIntentLog:
 
     def unresolved(self) -> list[ActionRequest]:
         with self._lock:
-            return [r for k, r in self._intents.items() if k not in self._results]
+            return list(self._pending.values())
 
 
 class CallableAdapter:

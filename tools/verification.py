@@ -8,6 +8,11 @@ A series counts as recovered when the median of its latest window is no worse th
 baseline median plus a margin, in the direction that is bad for that signal
 (`domain.bad_direction`). The margin is the larger of the spec's relative tolerance and three
 robust standard deviations of the baseline, so a noisy signal is not failed for its own noise.
+
+When the level the series reached during the incident is known (`incident_levels`), a series
+that has come back at least `RECOVERED_SHARE` of the way from that level to its baseline also
+counts as recovered: a remedy such as failover legitimately leaves a small, accepted cost
+(the backup provider is a little slower) and must not be undone for it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from tools._catalog import RecoverySpec
 _MAD_TO_SD = 1.4826
 #: How many robust standard deviations of baseline noise still count as "back to baseline".
 NOISE_SIGMAS = 3.0
+#: Share of the incident's excursion that must be undone for a series to count as recovered.
+RECOVERED_SHARE = 0.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +78,7 @@ def evaluate_recovery(
     spec: RecoverySpec,
     baseline: Mapping[str, Sequence[float] | float],
     latest: Mapping[str, Sequence[float]],
+    incident_levels: Mapping[str, float] | None = None,
 ) -> RecoveryVerdict:
     """Judge recovery of every series in `baseline` against its window in `latest`.
 
@@ -80,7 +88,10 @@ def evaluate_recovery(
     reported as such; one with a baseline but no recent data counts as not recovered. If no
     series can be judged at all, the verdict is "not recovered": silence is not health.
     """
-    checks = tuple(_check(key, spec.tolerance, baseline[key], latest.get(key, ())) for key in sorted(baseline))
+    levels = incident_levels or {}
+    checks = tuple(
+        _check(key, spec.tolerance, baseline[key], latest.get(key, ()), levels.get(key)) for key in sorted(baseline)
+    )
     judged = [c for c in checks if c.recovered is not None]
     if not judged:
         return RecoveryVerdict(False, "not recovered: no watched series had a baseline to judge against", checks)
@@ -91,7 +102,9 @@ def evaluate_recovery(
     return RecoveryVerdict(True, f"recovered: {len(judged)} series back within tolerance of baseline", checks)
 
 
-def _check(key: str, tolerance: float, base: Sequence[float] | float, window: Sequence[float]) -> SeriesCheck:
+def _check(
+    key: str, tolerance: float, base: Sequence[float] | float, window: Sequence[float], peak: float | None = None
+) -> SeriesCheck:
     signal = key.rsplit("/", 1)[-1]
     direction = bad_direction(signal)
     base_values = [float(base)] if isinstance(base, (int, float)) else [float(v) for v in base]
@@ -107,11 +120,14 @@ def _check(key: str, tolerance: float, base: Sequence[float] | float, window: Se
     current = statistics.median(now_values)
     excess = _excess(direction, current - center)
     ok = excess <= margin
-    reason = (
-        f"within {margin:.4g} of baseline {center:.4g}"
-        if ok
-        else f"{current:.4g} is {excess:.4g} worse than baseline {center:.4g} (allowed {margin:.4g})"
-    )
+    reason = f"within {margin:.4g} of baseline {center:.4g}"
+    peak_excess = _excess(direction, peak - center) if peak is not None and math.isfinite(peak) else 0.0
+    if not ok and peak_excess > margin and excess <= (1.0 - RECOVERED_SHARE) * peak_excess:
+        ok = True
+        undone = 1.0 - excess / peak_excess
+        reason = f"{current:.4g} has come back {undone:.0%} of the way from {peak:.4g} to baseline {center:.4g}"
+    elif not ok:
+        reason = f"{current:.4g} is {excess:.4g} worse than baseline {center:.4g} (allowed {margin:.4g})"
     return SeriesCheck(key, signal, direction, center, current, margin, ok, reason)
 
 

@@ -275,3 +275,18 @@ def test_no_call_when_the_intent_cannot_be_written(target: FakeTarget) -> None:
     outcome = make_guard(target, FailingLog()).execute(request())
     assert outcome.status is OutcomeStatus.FAILED and "disk full" in outcome.detail
     assert target.calls == []
+
+
+def test_real_run_after_a_dry_run_is_still_written_ahead(target: FakeTarget) -> None:
+    """After a dry run under a key, the real run's intent is pending until its result lands."""
+    log = InMemoryIntentLog()
+    make_guard(target, log).execute(request(dry_run=True))
+    seen: list[list[str]] = []
+
+    def call(req: ActionRequest) -> ActionOutcome:
+        seen.append([r.idempotency_key for r in log.unresolved()])
+        return target.call(req)
+
+    Guard(CallableAdapter(call, target.lookup), log, GuardConfig(allow=ALLOW)).execute(request())
+    assert seen == [[request().idempotency_key]]
+    assert log.unresolved() == []
