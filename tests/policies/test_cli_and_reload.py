@@ -198,3 +198,37 @@ class TestBacktest:
         """A decision payload missing its context is refused with the record's reference."""
         with pytest.raises(ValueError, match="seq 9: decision payload lacks context"):
             RecordedDecision.from_payload({"proposal": {}, "decision": {}}, "seq 9")
+
+
+def test_backtest_command_reads_the_audit_log(tmp_path: Path) -> None:
+    """`backtest --db` re-decides the decisions stored in a real SQLite audit log and prints only the changed one."""
+    from runtime.audit import AuditLog
+
+    shipped = load_constitution(SHIPPED)
+    db = tmp_path / "audit.db"
+    log = AuditLog(str(db), hmac_key=None)
+    try:
+        log.append("observation", {"note": "not a decision"}, incident_id=None, ts=T0)
+        for i, (a, s, c, x) in enumerate(TestBacktest.HISTORY, start=1):
+            rec = _recorded(f"seq {i}", proposal(a, s, cause=c, confidence=x), shipped)
+            payload = {
+                "proposal": rec.proposal.model_dump(mode="json"),
+                "context": rec.context.model_dump(mode="json"),
+                "decision": rec.decision.model_dump(mode="json"),
+                "constitution_digest": rec.constitution_digest,
+            }
+            log.append("decision", payload, incident_id=f"inc-{i}", ts=T0)
+    finally:
+        log.close()
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(
+        SHIPPED.read_text(encoding="utf-8").replace(
+            'service: ["payments-*", "*-regulated"]', 'service: ["payments-*", "kb-*"]'
+        ),
+        encoding="utf-8",
+    )
+    result = runner.invoke(app, ["constitution", "backtest", str(candidate), "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    changed = [line for line in result.output.splitlines() if "CHANGED" in line]
+    assert len(changed) == 1 and "incident inc-3" in changed[0] and "-> deny" in changed[0], result.output
+    assert "1 of 5 decisions would change" in result.output
