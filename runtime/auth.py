@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -74,7 +74,7 @@ class TokenAuthority:
             raise ValueError("two identities share a token hash; give each person their own token")
 
     @classmethod
-    def from_tokens(cls, tokens: dict[str, tuple[str, Iterable[str]]]) -> TokenAuthority:
+    def from_tokens(cls, tokens: Mapping[str, tuple[str, Iterable[str]]]) -> TokenAuthority:
         """Build from plain tokens, ``{name: (token, roles)}``: for tests and `run --simulate`."""
         return cls(
             IdentityEntry(name=name, roles=list(roles), token_sha256=hash_token(token))

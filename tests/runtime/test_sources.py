@@ -71,8 +71,8 @@ class FakePrometheus:
             result.append({"metric": {"job": "no-service-label"}, "values": [[start, "1"]]})
             return JSONResponse({"status": "success", "data": {"resultType": "matrix", "result": result}})
         t = float(params["time"])
-        result = [{"metric": {"service": s}, "value": [t, self.value(s, t)]} for s in services]
-        return JSONResponse({"status": "success", "data": {"resultType": "vector", "result": result}})
+        vector = [{"metric": {"service": s}, "value": [t, self.value(s, t)]} for s in services]
+        return JSONResponse({"status": "success", "data": {"resultType": "vector", "result": vector}})
 
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/api/v1/query", self.query), Route("/api/v1/query_range", self.query)])
