@@ -10,6 +10,7 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from agents.ports import IncidentContext
 from domain import Anomaly, ChangeEvent, ChangeKind, Direction, Sample, ServiceInfo, Signal, Topology
@@ -73,6 +74,7 @@ class Scenario:
     seed: int = 7
     onset: datetime = T0 + timedelta(minutes=40)
     label: Callable[[str, str], dict[str, str]] | None = None
+    alert_detail: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> tuple[IncidentContext, TelemetryStore]:
         rng = random.Random(self.seed)
@@ -104,6 +106,7 @@ class Scenario:
                 direction=direction,
                 baseline=BASE[signal],
                 current=BASE[signal] * self.effects.get((service, signal), 1.0),
+                detail=self.alert_detail,
             )
             for i, (service, signal, direction) in enumerate(self.anomalies)
         ]
