@@ -142,3 +142,35 @@ class TestBadFiles:
         """A missing file is a ScenarioError naming the path."""
         with pytest.raises(ScenarioError, match=r"missing\.yaml"):
             load_scenario(tmp_path / "missing.yaml")
+
+
+FAULTY = [p for p in SHIPPED if not load_scenario(p).is_control]
+
+
+@pytest.mark.parametrize("path", FAULTY, ids=lambda p: p.stem)
+def test_ground_truth_matches_the_mechanics(path: Path) -> None:
+    """In every shipped fault scenario the acceptable actions heal it and the harmful ones do not."""
+    scenario = load_scenario(path)
+    last_fault = max(i.at for i in scenario.injections if i.type == "fault")
+    for truth in scenario.ground_truth.faults:
+        fixers = [a for a in truth.acceptable_actions if a.value != "escalate"]
+        assert fixers, f"{path.stem}: at least one acceptable action must remove the fault"
+        for action in fixers:
+            fleet = scenario.build_fleet()
+            fleet.advance(last_fault + 600)
+            live = {f.id for f in fleet.active_faults()}
+            assert live, f"{path.stem}: the fault should be active"
+            result = fleet.apply_action(action, truth.action_target, {}, "fix")
+            assert result.status == "applied", result.detail
+            fleet.advance(900)
+            still = {(f.cause, f.service or f.provider) for f in fleet.active_faults()}
+            assert (truth.cause, truth.service) not in still and (truth.cause, truth.provider) not in still, (
+                f"{path.stem}: {action} on {truth.action_target} left {still}"
+            )
+        for action in truth.harmful_actions:
+            fleet = scenario.build_fleet()
+            fleet.advance(last_fault + 600)
+            before = len(fleet.active_faults())
+            fleet.apply_action(action, truth.action_target, {}, "harm")
+            fleet.advance(60)
+            assert len(fleet.active_faults()) == before, f"{path.stem}: harmful {action} healed the fault"
