@@ -78,3 +78,86 @@ def verify(
     console.print(report.message)
     console.print(f"[dim]{report.checked} records verified before it ({report.algorithm})[/]")
     raise typer.Exit(1)
+
+
+@app.command()
+def replay(
+    db: DbOption,
+    hmac_key_file: KeyFileOption = None,
+) -> None:
+    """Re-derive every decision from its recorded inputs and constitution; exit 1 listing any divergence."""
+    from runtime.audit.replay import replay as run_replay
+
+    console = Console(highlight=False)
+    log = _open(db, hmac_key_file, console)
+    try:
+        report = run_replay(log)
+    finally:
+        log.close()
+    for d in report.divergences:
+        where = f"record {d.seq}" + (f" (incident {d.incident_id})" if d.incident_id else "")
+        console.print(f"[bold red]DIVERGES[/] {where}: {d.reason}")
+        for name in d.differing_fields():
+            recorded = d.recorded.get(name) if d.recorded else None
+            replayed = d.replayed.get(name) if d.replayed else None
+            console.print(f"    {name}: recorded {recorded!r}, replayed {replayed!r}")
+    summary = (
+        f"{report.reproduced}/{report.decisions} decisions reproduced under "
+        f"{report.constitutions} recorded constitution(s)"
+    )
+    if report.ok:
+        console.print(f"[bold green]OK[/] {summary}")
+        return
+    console.print(f"[bold red]{len(report.divergences)} divergence(s)[/]; {summary}")
+    raise typer.Exit(1)
+
+
+@app.command()
+def show(
+    incident: Annotated[str, typer.Argument(help="The incident id.")],
+    db: DbOption,
+    hmac_key_file: KeyFileOption = None,
+) -> None:
+    """Print one incident's timeline: what was seen, diagnosed, proposed, decided, approved, done and verified."""
+    from runtime.audit.show import render_timeline
+
+    console = Console(highlight=False)
+    log = _open(db, hmac_key_file, console)
+    try:
+        count = render_timeline(incident, log.records(incident_id=incident), console)
+    finally:
+        log.close()
+    if count == 0:
+        console.print(f"[bold red]error:[/] no audit records for incident {incident!r} in {db}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def export(
+    db: DbOption,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write here instead of standard output.", dir_okay=False)
+    ] = None,
+    incident: Annotated[str | None, typer.Option("--incident", help="Only this incident's records.")] = None,
+    hmac_key_file: KeyFileOption = None,
+) -> None:
+    """Stream the log as JSON lines or CSV (for SIEM ingestion), record by record."""
+    import sys
+
+    from runtime.audit.export import export as run_export
+
+    err = Console(stderr=True, highlight=False)
+    if fmt not in ("jsonl", "csv"):
+        err.print(f"[bold red]error:[/] --format must be jsonl or csv, got {fmt!r}")
+        raise typer.Exit(2)
+    log = _open(db, hmac_key_file, err)
+    try:
+        if out is None:
+            count = run_export(log, fmt, sys.stdout, incident_id=incident)  # type: ignore[arg-type]
+        else:
+            with out.open("w", encoding="utf-8", newline="") as fh:
+                count = run_export(log, fmt, fh, incident_id=incident)  # type: ignore[arg-type]
+    finally:
+        log.close()
+    err.print(f"exported {count} records as {fmt}" + (f" to {out}" if out else ""))
