@@ -31,11 +31,13 @@ from domain import (
     Approval,
     Decision,
     Diagnosis,
+    Direction,
     IncidentState,
     OnTimeout,
     OutcomeStatus,
     Proposal,
     Verdict,
+    bad_direction,
 )
 from domain.clock import Clock
 from policies import Constitution, DecisionContext, RecentAction, decide
@@ -253,7 +255,11 @@ class _Nodes:
         onset = datetime.fromisoformat(s["onset"])
         now = self.deps.clock.now()
         watch_from = max(datetime.fromisoformat(s["executed_at"]), now - timedelta(seconds=spec.recovery.wait_s))
-        series = sorted({(a["service"], a["signal"]) for a in s["anomalies"] if a.get("kind") != "stale"})
+        anomalous = {(a["service"], a["signal"]) for a in s["anomalies"] if a.get("kind") != "stale"}
+        # Judge the series the catalog names as this action's recovery signals; if none of them
+        # went bad, judge everything that did.
+        declared = {(svc, sig) for svc, sig in anomalous if sig in spec.recovery.signals}
+        series = sorted(declared or anomalous)
         baseline = {
             f"{svc}/{sig}": [v for _, v in self.deps.telemetry.window(svc, sig, onset - BASELINE_WINDOW, onset)]
             for svc, sig in series
@@ -262,7 +268,11 @@ class _Nodes:
             f"{svc}/{sig}": [v for _, v in self.deps.telemetry.window(svc, sig, watch_from, now + timedelta(seconds=1))]
             for svc, sig in series
         }
-        verdict = evaluate_recovery(spec.recovery, baseline, current)
+        peaks: dict[str, float] = {}
+        for a in s["anomalies"]:
+            key = f"{a['service']}/{a['signal']}"
+            peaks[key] = a["current"] if key not in peaks else _worse(a["signal"], peaks[key], a["current"])
+        verdict = evaluate_recovery(spec.recovery, baseline, current, incident_levels=peaks)
         result = {"recovered": verdict.recovered, "signals": verdict.detail, "detail": verdict.summary}
         self._audit(s, "verification", result)
         return {**moved, "verification": result}
@@ -281,6 +291,16 @@ class _Nodes:
         moved = self._move(s, final, reason)
         self._audit(s, "incident_closed", {"state": final.value, "summary": reason})
         return {**moved, "close_reason": reason}
+
+
+def _worse(signal: str, a: float, b: float) -> float:
+    """The worse of two levels of `signal` (for signals bad both ways, the one further out)."""
+    direction = bad_direction(signal)
+    if direction is Direction.DOWN:
+        return min(a, b)
+    if direction is Direction.UP:
+        return max(a, b)
+    return a if abs(a) >= abs(b) else b
 
 
 def _inverse_json(undo: InverseAction) -> dict[str, Any]:

@@ -67,7 +67,7 @@ class Supervisor:
         touched: list[str] = []
         for anomaly in anomalies:
             if anomaly.kind == "spike" and anomaly.severity is Severity.INFO:
-                log.info("anomaly.ignored", reason="lone low-severity spike", anomaly=anomaly.id)
+                log.debug("anomaly.ignored", reason="lone low-severity spike", anomaly=anomaly.id)
                 continue
             incident_id = self._attach(anomaly)
             if incident_id not in touched:
