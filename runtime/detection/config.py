@@ -28,6 +28,15 @@ class DetectionConfigError(ValueError):
     """A detection config file or value is invalid; the message names where and what."""
 
 
+class _PolicyError(ValueError):
+    """A per-series override is invalid; `dotted` is where it sits in the config tree."""
+
+    def __init__(self, dotted: str, message: str) -> None:
+        super().__init__(f"{dotted}: {message}")
+        self.dotted = dotted
+        self.message = message
+
+
 class SignalPolicy(BaseModel):
     """How one series is watched. Units are samples unless the name ends in `_s` (seconds)."""
 
@@ -38,13 +47,14 @@ class SignalPolicy(BaseModel):
     warmup: int = Field(default=30, ge=5, le=100_000)
     baseline_alpha: float = Field(default=0.02, gt=0.0, le=1.0)
     cusum_k: float = Field(default=0.5, ge=0.0)
-    cusum_h: float = Field(default=8.0, gt=0.0)
+    cusum_h: float = Field(default=10.0, gt=0.0)
     z_clip: float = Field(default=5.0, gt=0.0)
     spike_z: float = Field(default=10.0, gt=0.0)
     min_rel_change: float = Field(default=0.1, ge=0.0)
     min_abs_change: float = Field(default=0.0, ge=0.0)
     scale_floor_rel: float = Field(default=0.01, ge=0.0)
     scale_floor_abs: float = Field(default=1e-9, gt=0.0)
+    counts: bool = Field(default=False, description="values are event counts: sigma >= sqrt(mean)")
     cooldown: int = Field(default=60, ge=1)
     recover_z: float = Field(default=2.0, gt=0.0)
     adwin_delta: float = Field(default=0.0002, gt=0.0, lt=1.0)
@@ -149,8 +159,8 @@ def _build_policy(defaults: dict[str, Any], layers: tuple[dict[str, Any], ...], 
         return SignalPolicy(**merged)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(policy)"
-        raise DetectionConfigError(f"{where}.{field}: {first['msg']}") from None
+        field = ".".join(str(p) for p in first["loc"])
+        raise _PolicyError(f"{where}.{field}" if field else where, first["msg"]) from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,15 +230,14 @@ def _validate(data: dict[str, Any], path: Path | None, root: CommentedMap | None
         return DetectionConfig.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        dotted = ".".join(str(p) for p in first["loc"])
+        cause = (first.get("ctx") or {}).get("error")
+        if isinstance(cause, _PolicyError):
+            dotted, message = cause.dotted, cause.message
+        else:
+            dotted, message = ".".join(str(p) for p in first["loc"]), first["msg"]
         line = _line_of(root, dotted) if root is not None else None
         at = f"{where}:{line}" if line else where
-        raise DetectionConfigError(f"{at}: {dotted or '(top level)'}: {first['msg']}") from None
-    except DetectionConfigError as exc:
-        dotted = str(exc).split(":", 1)[0]
-        line = _line_of(root, dotted) if root is not None else None
-        at = f"{where}:{line}" if line else where
-        raise DetectionConfigError(f"{at}: {exc}") from None
+        raise DetectionConfigError(f"{at}: {dotted or '(top level)'}: {message}") from None
 
 
 def load_detection_config(path: str | Path | None = None) -> DetectionConfig:

@@ -148,7 +148,11 @@ class SeriesDetector:
 
     def _floor(self, mu: float) -> float:
         p = self.p
-        return max(p.scale_floor_rel * abs(mu), p.scale_floor_abs)
+        floor = max(p.scale_floor_rel * abs(mu), p.scale_floor_abs)
+        if p.counts:  # Poisson counts: the spread is at least sqrt(mean)
+            root = math.sqrt(abs(mu))
+            return root if root > floor else floor
+        return floor
 
     def _material_size(self, base: float) -> float:
         p = self.p
@@ -173,7 +177,11 @@ class SeriesDetector:
         last = self.last_ts
         if last is not None:
             gap = ts - last
-            self.interval = gap if self.interval == 0.0 else self.interval + 0.05 * (gap - self.interval)
+            iv = self.interval
+            if iv == 0.0:
+                self.interval = gap
+            else:  # a long silence says nothing about the usual cadence: clip it
+                self.interval = iv + 0.05 * ((gap if gap < 2.0 * iv else 2.0 * iv) - iv)
         self.last_ts = ts
         self.stale_reported = False
         self.n += 1
@@ -441,7 +449,7 @@ class SeriesDetector:
         st[3] = (1 - w) * (st[3] + w * dt * dx)
         st[4] = (1 - w) * (st[4] + w * dx * dx)
         st[5] += 1.0
-        if st[5] < self.p.warmup or st[2] <= 0.0:
+        if st[5] < max(self.p.warmup, 2.0 / w) or st[2] <= 0.0:
             return None
         slope = st[3] / st[2]
         n_eff = min(st[5], (2.0 - w) / w)
@@ -456,8 +464,6 @@ class SeriesDetector:
         elif slope < 0 and p.slo_min is not None and fitted > p.slo_min:
             eta, threshold = (p.slo_min - fitted) / slope, p.slo_min
         significant = se == 0.0 or abs(slope) >= _TREND_T * se
-        # The drift must also be visible against the noise, not just a projection of it.
-        drifted = abs(fitted - self.mu) >= self.sigma
         if self.alarm != 0:
             st[6] = 0.0  # a raised shift already covers this series
             return None
@@ -466,7 +472,7 @@ class SeriesDetector:
                 st[7] = 0.0
                 st[6] = 0.0
             return None
-        if threshold is not None and eta <= p.trend_horizon_s and significant and drifted:
+        if threshold is not None and eta <= p.trend_horizon_s and significant:
             st[6] += 1.0
         else:
             st[6] = 0.0
