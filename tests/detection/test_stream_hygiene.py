@@ -60,10 +60,11 @@ def test_unknown_series_is_dropped():
 def faulty_fleet(n: int, seed: int = 3) -> list:
     rng = random.Random(seed)
     out = []
-    for s in fleet(n, seed=seed):
-        if s.service == "chat" and s.signal == "latency_p95_ms" and s.ts >= T0 + timedelta(seconds=2000):
-            s = s.model_copy(update={"value": healthy_value(rng, s.signal) * 3})
-        out.append(s)
+    for sample in fleet(n, seed=seed):
+        if sample.service == "chat" and sample.signal == "latency_p95_ms" and sample.ts >= T0 + timedelta(seconds=2000):
+            out.append(sample.model_copy(update={"value": healthy_value(rng, sample.signal) * 3}))
+        else:
+            out.append(sample)
     return out
 
 
