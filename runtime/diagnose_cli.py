@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -293,12 +294,44 @@ def _render(diagnosis: Diagnosis, ranked: Sequence[RankedCandidate], top: int = 
     return "\n".join(lines)
 
 
+LLM_ENV = {
+    "HOMEOSTAT_LLM_BASE_URL": "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (vLLM, Ollama, llama.cpp)",
+    "HOMEOSTAT_LLM_MODEL": "model name served there",
+    "HOMEOSTAT_LLM_API_KEY_ENV": "optional: NAME of the variable holding the API key (hosted APIs)",
+    "HOMEOSTAT_LLM_TIMEOUT_S": "optional: per-incident time budget, default 60",
+    "HOMEOSTAT_LLM_MAX_TOKENS": "optional: per-incident token budget, default 20000",
+}
+
+
+def llm_diagnoser_from_env(environ: Mapping[str, str] | None = None) -> Diagnoser:
+    """The LLM diagnoser configured from HOMEOSTAT_LLM_* variables, deterministic as fallback."""
+    from agents.diagnosis import LLMDiagnoser, build_openai_compatible_model
+
+    env = os.environ if environ is None else environ
+    missing = [k for k in ("HOMEOSTAT_LLM_BASE_URL", "HOMEOSTAT_LLM_MODEL") if not env.get(k)]
+    if missing:
+        described = "; ".join(f"{k}: {v}" for k, v in LLM_ENV.items())
+        raise typer.BadParameter(f"--diagnoser llm needs {', '.join(missing)} set ({described})")
+    try:
+        timeout_s = float(env.get("HOMEOSTAT_LLM_TIMEOUT_S", "60"))
+        max_tokens = int(env.get("HOMEOSTAT_LLM_MAX_TOKENS", "20000"))
+        model = build_openai_compatible_model(
+            env["HOMEOSTAT_LLM_BASE_URL"],
+            env["HOMEOSTAT_LLM_MODEL"],
+            env.get("HOMEOSTAT_LLM_API_KEY_ENV") or None,
+            timeout_s=timeout_s,
+        )
+        return LLMDiagnoser(
+            model, fallback=DeterministicDiagnoser(), timeout_s=timeout_s, max_tokens_per_incident=max_tokens
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 def _diagnoser(kind: str) -> Diagnoser:
     if kind == "deterministic":
         return DeterministicDiagnoser()
     if kind == "llm":
-        from runtime.diagnose_llm import llm_diagnoser_from_env
-
         return llm_diagnoser_from_env()
     raise typer.BadParameter(f"--diagnoser must be 'deterministic' or 'llm', got {kind!r}")
 
