@@ -28,7 +28,7 @@ DEFAULT_STATES: frozenset[str] = frozenset(
     {IncidentState.AWAITING_APPROVAL, IncidentState.EXECUTING, IncidentState.FAILED, IncidentState.ESCALATED}
 )
 
-_HEADLINES = {
+_HEADLINES: dict[str, str] = {
     IncidentState.AWAITING_APPROVAL: "Approval needed",
     IncidentState.EXECUTING: "Remediation running",
     IncidentState.VERIFYING: "Verifying remediation",
@@ -60,8 +60,7 @@ def _escape(text: str, limit: int = 1500) -> str:
 
 def slack_message(change: IncidentChange) -> dict[str, Any]:
     """The Slack-compatible body for one change: plain-text fallback plus Block Kit blocks."""
-    headlines: dict[str, str] = dict(_HEADLINES)
-    headline = headlines.get(change.state, change.state.replace("_", " ").capitalize())
+    headline = _HEADLINES.get(change.state, change.state.replace("_", " ").capitalize())
     title = f"{headline}: {change.service} (incident {change.incident_id})"
     fields = [{"type": "mrkdwn", "text": f"*{_escape(k)}*\n{_escape(v)}"} for k, v in list(change.facts.items())[:10]]
     blocks: list[dict[str, Any]] = [

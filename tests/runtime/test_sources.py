@@ -215,6 +215,27 @@ class TestSimulatorSource:
             "telemetry.samples[2]",
         ]
 
+    async def test_against_the_real_simulator_each_sample_arrives_once(self) -> None:
+        """Against the simulator's own HTTP app, successive polls deliver every sample exactly once."""
+        from simulations import builtin_scenarios, load_scenario
+        from simulations.http import create_app as simulator_app
+
+        fleet = load_scenario(builtin_scenarios()[0]).build_fleet()
+        with serve(simulator_app(fleet, speed=None)) as url:
+            source = SimulatorSource(url)
+            async with httpx.AsyncClient(base_url=url) as client:
+                await client.post("/advance", json={"seconds": 60})
+                first = await source.poll(T0)
+                await client.post("/advance", json={"seconds": 30})
+                second = await source.poll(T0)
+                third = await source.poll(T0)
+            await source.aclose()
+        keys = [(s.service, s.signal, s.ts) for s in first.samples + second.samples]
+        assert first.samples and second.samples and not third.samples
+        assert len(keys) == len(set(keys))
+        assert min(s.ts for s in second.samples) > max(s.ts for s in first.samples)
+        assert source.rejections == []
+
     async def test_server_error_raises(self) -> None:
         """A 500 from the simulator is a SourceError (the guard turns it into staleness), not empty data."""
 
