@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from runtime import bench_cli, constitution_cli, demo, diagnose_cli, sim_cli
@@ -21,6 +24,25 @@ app.add_typer(diagnose_cli.app, name="diagnose")
 
 
 app.command()(demo.demo)
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Daemon config file (see homeostat.example.yaml).")],
+    log_level: Annotated[str, typer.Option(help="JSON log level on stderr.")] = "INFO",
+) -> None:
+    """Run the daemon: poll sources, detect, diagnose, remediate within the constitution, serve the API."""
+    from runtime.config import load_config
+    from runtime.daemon import run_daemon
+    from runtime.logs import configure_logging
+
+    configure_logging(log_level)
+    try:
+        loaded = load_config(config)
+    except Exception as error:  # config errors name file, line and key
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from error
+    run_daemon(loaded)
 
 
 @app.command()

@@ -68,6 +68,34 @@ class ApprovalAnswerRow(SQLModel, table=True):
     delivered: bool = Field(default=False, index=True)
 
 
+class StateBlobRow(SQLModel, table=True):
+    """Opaque state kept across restarts (detector checkpoints)."""
+
+    __tablename__ = "state_blobs"
+
+    name: str = Field(primary_key=True)
+    data: bytes
+    updated_at: str
+
+
+class StateBlobStore:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        SQLModel.metadata.create_all(engine, tables=[StateBlobRow.__table__])  # type: ignore[attr-defined]
+
+    def get(self, name: str) -> bytes | None:
+        with Session(self._engine) as session:
+            row = session.get(StateBlobRow, name)
+            return None if row is None else row.data
+
+    def put(self, name: str, data: bytes, at: datetime) -> None:
+        with Session(self._engine) as session:
+            row = session.get(StateBlobRow, name) or StateBlobRow(name=name, data=data, updated_at=at.isoformat())
+            row.data, row.updated_at = data, at.isoformat()
+            session.add(row)
+            session.commit()
+
+
 def engine_for(url: str) -> Engine:
     """An engine for a bare SQLite path or a SQLAlchemy URL; SQLite runs in WAL mode."""
     if "://" not in url:
@@ -93,6 +121,7 @@ def engine_for(url: str) -> Engine:
 class IncidentStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self.engine = engine
         SQLModel.metadata.create_all(engine, tables=[IncidentRow.__table__, ApprovalAnswerRow.__table__])  # type: ignore[attr-defined]
 
     def add(self, row: IncidentRow) -> None:

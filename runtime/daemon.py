@@ -1,0 +1,314 @@
+"""`homeostat run`: the control loop as a long-running asyncio daemon.
+
+APScheduler jobs poll the sources, tick the supervisor (start settled incidents, deliver
+approvals, expire them, resume recovery windows), checkpoint detector state and watch the
+constitution. The HTTP API runs in the same event loop. Loop work is synchronous (graph
+steps, SQL), so it runs in one worker thread at a time behind a lock: ordering stays simple
+and the event loop stays responsive. SIGTERM/SIGINT stop new work, let in-flight work finish
+within the grace period, checkpoint the detectors and exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+import uvicorn
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import text
+
+from domain import ActionName, ActionOutcome, OutcomeStatus
+from domain.clock import Clock, SystemClock
+from policies import Constitution, ConstitutionError
+from runtime.api.app import create_app
+from runtime.api.ports import DaemonStatus
+from runtime.auth import TokenAuthority
+from runtime.config import HomeostatConfig
+from runtime.constitution_watch import ConstitutionWatcher
+from runtime.detection import DetectionEngine, load_detection_config
+from runtime.loop import ControlLoop, LoopOptions
+from runtime.metrics import Metrics
+from runtime.notify import IncidentChange, Notifier
+from runtime.ports import TelemetryBatch
+from runtime.sources import build_sources
+from runtime.store import IncidentRow, StateBlobStore
+from tools import ActionRequest, GuardConfig, SimulatorHttpAdapter
+
+log = structlog.get_logger("homeostat.daemon")
+
+DETECTOR_CHECKPOINT = "detection"
+
+
+class RoutingAdapter:
+    """Sends `escalate` to the on-call pager (the notifier) and every other action to the target."""
+
+    def __init__(self, target: Any | None, page: Callable[[ActionRequest], None]) -> None:
+        self._target = target
+        self._page = page
+
+    def call(self, request: ActionRequest) -> ActionOutcome:
+        if request.action is ActionName.ESCALATE:
+            self._page(request)
+            return ActionOutcome(
+                status=OutcomeStatus.SUCCEEDED, idempotency_key=request.idempotency_key, detail="paged"
+            )
+        if self._target is None:
+            return ActionOutcome(
+                status=OutcomeStatus.FAILED,
+                idempotency_key=request.idempotency_key,
+                detail="no remediation target is configured (tools.simulator_url or tools.webhook_targets)",
+            )
+        outcome: ActionOutcome = self._target.call(request)
+        return outcome
+
+    def lookup(self, idempotency_key: str) -> ActionOutcome | None:
+        if self._target is None:
+            return None
+        found: ActionOutcome | None = self._target.lookup(idempotency_key)
+        return found
+
+
+def database_path_or_url(url: str) -> str:
+    """The loop takes a bare SQLite path or a PostgreSQL URL."""
+    return url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
+
+
+class Daemon:
+    def __init__(self, config: HomeostatConfig, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.metrics = Metrics()
+        self.sources = build_sources(config)
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        self.notifier = Notifier(
+            config.notifications.webhooks,
+            states=[s.value for s in config.notifications.states],
+            max_attempts=config.notifications.max_attempts,
+            metrics=self.metrics,
+        )
+        target = SimulatorHttpAdapter(config.tools.simulator_url) if config.tools.simulator_url else None
+        allow = {action: list(config.tools.allowed_targets) for action in ActionName}
+        allow[ActionName.ESCALATE] = ["*"]  # paging a human changes nothing on any target
+        detection = load_detection_config(config.detection_overrides)
+        options = LoopOptions(
+            db=database_path_or_url(config.database_url),
+            constitution_path=config.constitution,
+            detection=detection,
+            guard=GuardConfig(allow=allow, dry_run=config.tools.dry_run),
+        )
+        self.loop = ControlLoop(
+            options, clock=self.clock, adapter=RoutingAdapter(target, self._page), on_change=self._on_change
+        )
+        self.blobs = StateBlobStore(self.loop.store.engine)
+        blob = self.blobs.get(DETECTOR_CHECKPOINT)
+        if blob is not None:
+            self.loop.detection = DetectionEngine.restore(blob, detection)
+            log.info("detection.restored", series=self.loop.detection.series_count)
+        self.watcher = ConstitutionWatcher(
+            config.constitution, on_change=self._constitution_changed, on_error=self._constitution_rejected
+        )
+        self.status = DaemonStatus(self.clock, self.sources.guarded, self._db_check)
+        self.status.constitution_loaded(
+            digest=self.loop.constitution.digest, path=str(config.constitution), at=self.clock.now()
+        )
+        auth = TokenAuthority.from_file(config.auth.tokens_file) if config.auth.tokens_file else TokenAuthority([])
+        self.app = create_app(
+            self.loop.supervisor,
+            auth=auth,
+            push=self.sources.push,
+            alertmanager=self.sources.alertmanager,
+            status=self.status,
+            metrics=self.metrics,
+            audit=self,
+            access_audit=self,
+            max_body_bytes=config.api.max_body_bytes,
+        )
+        self._work = asyncio.Lock()
+        self._stopping = asyncio.Event()
+
+    # -- loop work (one at a time, in a worker thread) -------------------------------------
+
+    async def _in_worker(self, name: str, fn: Callable[[], None]) -> None:
+        if self._stopping.is_set():
+            return
+        async with self._work:
+            started = asyncio.get_running_loop().time()
+            try:
+                await asyncio.to_thread(fn)
+            except Exception:
+                log.exception("job.failed", job=name)  # a bad batch or step never stops the daemon
+            finally:
+                self.metrics.loop_latency.observe(asyncio.get_running_loop().time() - started)
+
+    async def poll(self, index: int) -> None:
+        source = self.sources.guarded[index]
+        batch = await source.poll(self.clock.now())
+        if batch.samples or batch.changes or batch.anomalies:
+            await self._in_worker(f"ingest:{source.name}", lambda: self._ingest(batch))
+
+    def _ingest(self, batch: TelemetryBatch) -> None:
+        anomalies = self.loop.ingest(batch)
+        self.metrics.samples_ingested.inc(len(batch.samples))
+        self.metrics.changes_ingested.inc(len(batch.changes))
+        if anomalies:
+            self.metrics.anomalies.inc(len(anomalies))
+
+    async def tick(self) -> None:
+        await self._in_worker("tick", self.loop.tick)
+
+    async def checkpoint(self) -> None:
+        await self._in_worker("checkpoint", self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        self.blobs.put(DETECTOR_CHECKPOINT, self.loop.detection.snapshot(), self.clock.now())
+
+    async def watch_constitution(self) -> None:
+        await self._in_worker("constitution", self._check_constitution)
+
+    def _check_constitution(self) -> None:
+        self.watcher.check()
+
+    # -- effects outside the loop ----------------------------------------------------------
+
+    def _page(self, request: ActionRequest) -> None:
+        change = IncidentChange(
+            incident_id=request.incident_id,
+            state="escalated",
+            service=request.target,
+            summary="Homeostat escalates: a human must look at this incident.",
+        )
+        self._threadsafe(lambda: self.notifier.notify(change))
+
+    def _on_change(self, row: IncidentRow) -> None:
+        facts = {k: v for k, v in (("cause", row.cause), ("action", row.action), ("target", row.target)) if v}
+        change = IncidentChange(
+            incident_id=row.id, state=row.state, service=", ".join(row.services), summary=row.summary, facts=facts
+        )
+        self._threadsafe(lambda: self.notifier.notify(change))
+        counts: dict[str, int] = {}
+        for incident in self.loop.store.list(limit=10_000):
+            counts[incident.state] = counts.get(incident.state, 0) + 1
+        for state, count in counts.items():
+            self.metrics.incidents.labels(state=state).set(count)
+
+    def _threadsafe(self, fn: Callable[[], object]) -> None:
+        if self._event_loop is not None and self._event_loop.is_running():
+            self._event_loop.call_soon_threadsafe(fn)
+
+    def _constitution_changed(self, old: Constitution, new: Constitution) -> None:
+        self.loop.replace_constitution(new)
+        self.status.constitution_loaded(digest=new.digest, path=str(self.config.constitution), at=self.clock.now())
+        log.info("constitution.reloaded", old=old.digest, new=new.digest)
+
+    def _constitution_rejected(self, error: ConstitutionError) -> None:
+        self.loop.journal.append(
+            "constitution_rejected",
+            {
+                "source": str(self.config.constitution),
+                "errors": str(error).splitlines(),
+                "kept_digest": self.loop.constitution.digest,
+            },
+            incident_id=None,
+            ts=self.clock.now(),
+        )
+        self.status.constitution_reload_failed(error=str(error), at=self.clock.now())
+        log.error("constitution.rejected", errors=str(error).splitlines(), kept=self.loop.constitution.digest)
+
+    def _db_check(self) -> None:
+        with self.loop.store.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    # -- API protocols (audit queries, access audit) ---------------------------------------
+
+    def query_audit(
+        self, *, incident: str | None, kind: str | None, after_seq: int | None, limit: int
+    ) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for record in self.loop.audit.records(incident_id=incident, kind=kind, after_seq=after_seq or 0):
+            out.append(
+                {
+                    "seq": record.seq,
+                    "ts": record.ts.isoformat(),
+                    "incident_id": record.incident_id,
+                    "kind": record.kind,
+                    "payload": record.payload,
+                    "prev_hash": record.prev_hash,
+                    "hash": record.hash,
+                }
+            )
+            if len(out) >= limit:
+                break
+        return out
+
+    def access_denied(self, *, who: str | None, method: str, path: str, status: int, reason: str) -> None:
+        payload = {"who": who, "method": method, "path": path, "status": status, "reason": reason}
+        self.loop.journal.append("access_denied", payload, incident_id=None, ts=self.clock.now())
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, *, install_signal_handlers: bool = True) -> None:
+        self._event_loop = asyncio.get_running_loop()
+        if install_signal_handlers:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._event_loop.add_signal_handler(signum, self.request_stop)
+        self.notifier.start()
+        await self._in_worker("recover", self.loop.recover)
+        intervals = self.config.intervals
+        scheduler = AsyncIOScheduler(event_loop=self._event_loop)
+        for i, source in enumerate(self.sources.guarded):
+            every = self.sources.intervals_s.get(source.name, intervals.poll_s)
+            scheduler.add_job(
+                self.poll, "interval", args=[i], seconds=every, id=f"poll:{source.name}", max_instances=1, coalesce=True
+            )
+        tick_every = min(intervals.approval_expiry_s, intervals.verification_s)
+        scheduler.add_job(self.tick, "interval", seconds=tick_every, id="tick", max_instances=1, coalesce=True)
+        scheduler.add_job(
+            self.checkpoint, "interval", seconds=intervals.checkpoint_s, id="checkpoint", max_instances=1, coalesce=True
+        )
+        scheduler.add_job(
+            self.watch_constitution, "interval", seconds=5, id="constitution", max_instances=1, coalesce=True
+        )
+        scheduler.start()
+        server = uvicorn.Server(
+            uvicorn.Config(
+                self.app,
+                host=self.config.api.host,
+                port=self.config.api.port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+            )
+        )
+        server_task = asyncio.create_task(server.serve(), name="api")
+        log.info(
+            "daemon.started",
+            api=f"{self.config.api.host}:{self.config.api.port}",
+            sources=[s.name for s in self.sources.guarded],
+        )
+        stop_task = asyncio.create_task(self._stopping.wait(), name="stop")
+        await asyncio.wait({server_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        self._stopping.set()
+        log.info("daemon.stopping", grace_s=self.config.grace_period_s)
+        scheduler.shutdown(wait=False)
+        try:  # in-flight loop work gets the grace period; then detectors are checkpointed
+            await asyncio.wait_for(self._work.acquire(), timeout=self.config.grace_period_s)
+            await asyncio.to_thread(self._checkpoint)
+            self._work.release()
+        except TimeoutError:
+            log.warning("daemon.grace_period_exceeded", grace_s=self.config.grace_period_s)
+        server.should_exit = True
+        await asyncio.wait({server_task}, timeout=self.config.grace_period_s)
+        await self.notifier.aclose()
+        self.loop.close()
+        log.info("daemon.stopped")
+
+    def request_stop(self) -> None:
+        """Ask the daemon to stop; safe to call more than once and from a signal handler."""
+        self._stopping.set()
+
+
+def run_daemon(config: HomeostatConfig, *, clock: Clock | None = None) -> None:
+    asyncio.run(Daemon(config, clock=clock).run())
