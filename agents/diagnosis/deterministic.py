@@ -366,45 +366,52 @@ def _upstream_hypotheses(
     anomaly_ids: Mapping[tuple[str, str], str],
     incident: IncidentContext,
 ) -> list[Hypothesis]:
-    """Walk from each anomalous incident service down its dependencies to the most upstream
-    anomalous callee: step to the most anomalous callee while it is at least WALK_RATIO as
-    anomalous as where we stand. If the walk moved, the callee is the upstream dependency."""
+    """From each anomalous incident service, walk its dependencies (transitively) to the most
+    anomalous callee. If that callee is at least WALK_RATIO as anomalous as the service the walk
+    started from, symptoms most likely flowed up from it: it is the upstream dependency."""
     by_service = {r.service: r for r in ranks}
     out: list[Hypothesis] = []
     seen: set[str] = set()
     for start in sorted({a.service for a in incident.anomalies}):
-        path = [start]
-        current = start
-        while True:
-            here = symptoms.get(current, _EMPTY).overall()
-            callees = [
-                (symptoms[c].overall(), c) for c in _callees(topology, current) if c in symptoms and c not in path
-            ]
-            if not callees or here <= 0:
-                break
-            best_score, best = max(callees, key=lambda x: (x[0], x[1]))
-            if best_score <= 0 or best_score < WALK_RATIO * here:
-                break
-            path.append(best)
-            current = best
-        if len(path) < 2 or current in seen:
+        paths = _dependency_paths(topology, start)
+        here = symptoms.get(start, _EMPTY).overall()
+        scored = sorted(((symptoms[c].overall(), c) for c in paths if c in symptoms), key=lambda x: (-x[0], x[1]))
+        if not scored or here <= 0:
             continue
-        seen.add(current)
-        rank = by_service.get(current)
-        anomaly = symptoms[current].overall()
+        anomaly, target = scored[0]
+        if anomaly <= 0 or anomaly < WALK_RATIO * here or target in seen:
+            continue
+        seen.add(target)
+        rank = by_service.get(target)
+        path = paths[target]
         out.append(
             Hypothesis(
                 cause=Cause.UPSTREAM_DEPENDENCY,
-                service=current,
+                service=target,
                 score=1.5 + min(anomaly, 3.0) + 0.25 * (len(path) - 1),
                 rationale=(
-                    f"walked the dependency graph {' -> '.join(path)}: {current} is the most upstream anomalous "
-                    "service; its callers degraded after it"
+                    f"walked the dependency graph {' -> '.join(path)}: {target} is the most anomalous service "
+                    f"{start} depends on; its callers degraded with it"
                 ),
                 evidence=rank.evidence if rank else (),
             )
         )
     return out
+
+
+def _dependency_paths(topology: Topology, start: str) -> dict[str, list[str]]:
+    """Every service `start` depends on (transitively), with the shortest call path to it."""
+    paths: dict[str, list[str]] = {}
+    frontier = [[start]]
+    while frontier:
+        nxt: list[list[str]] = []
+        for path in frontier:
+            for callee in sorted(_callees(topology, path[-1])):
+                if callee != start and callee not in paths:
+                    paths[callee] = [*path, callee]
+                    nxt.append(paths[callee])
+        frontier = nxt
+    return paths
 
 
 def _symptom_hypotheses(
