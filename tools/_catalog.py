@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from domain import ActionName, Signal, Topology
 from tools._errors import ParameterError
@@ -61,12 +61,19 @@ class TriggerRetrainingParams(ActionParams):
 
 
 class ThrottleParams(ActionParams):
-    admit_fraction: float = Field(
-        gt=0.0, le=1.0, description="share of incoming requests to admit, (0, 1]; 1.0 lifts a throttle"
+    admit_fraction: float | None = Field(
+        default=None, gt=0.0, le=1.0, description="share of incoming requests to admit, (0, 1]; 1.0 lifts a throttle"
     )
+    max_rps: float | None = Field(default=None, gt=0.0, le=1e7, description="absolute cap in requests per second")
     duration_s: float = Field(
         default=900.0, gt=0.0, le=86_400.0, description="seconds until the throttle lifts by itself"
     )
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> ThrottleParams:
+        if self.admit_fraction is not None and self.max_rps is not None:
+            raise ValueError("give at most one of admit_fraction or max_rps (neither: the target's default cap)")
+        return self
 
 
 class PurgeContextCacheParams(ActionParams):
@@ -307,7 +314,7 @@ def _check_throttle(topology: Topology, target: str, params: ThrottleParams, _u:
 
 
 def _undo_throttle(_topology: Topology, target: str, params: ThrottleParams) -> InverseAction | None:
-    if params.admit_fraction >= 1.0:
+    if params.admit_fraction is not None and params.admit_fraction >= 1.0:
         return None  # lifting a throttle: we do not know the earlier limit, so no inverse
     return InverseAction(action=ActionName.THROTTLE, target=target, parameters={"admit_fraction": 1.0})
 

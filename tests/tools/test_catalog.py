@@ -71,7 +71,7 @@ class TestParameters:
         ("action", "raw", "field"),
         [
             (ActionName.THROTTLE, {"admit_fraction": 0}, "throttle.parameters.admit_fraction"),
-            (ActionName.THROTTLE, {}, "throttle.parameters.admit_fraction"),
+            (ActionName.THROTTLE, {"admit_fraction": 0.5, "max_rps": 10}, "at most one of admit_fraction or max_rps"),
             (ActionName.ROLLBACK_MODEL_VERSION, {"to_version": "http://evil.example/x"}, "to_version"),
             (ActionName.ROLLBACK_PROMPT_VERSION, {"to_version": "v1; rm -rf /"}, "to_version"),
             (ActionName.ESCALATE, {"url": "http://evil.example"}, "escalate.parameters.url"),
@@ -132,7 +132,9 @@ class TestPreconditions:
 
     def test_bad_parameters_are_reported_as_failed_preconditions(self, topology: Topology) -> None:
         """preconditions() reports parameter problems in words instead of raising."""
-        assert "admit_fraction" in CATALOG[ActionName.THROTTLE].preconditions(topology, "chat", {})[0]
+        assert (
+            "admit_fraction" in CATALOG[ActionName.THROTTLE].preconditions(topology, "chat", {"admit_fraction": 2})[0]
+        )
 
     def test_escalate_is_always_possible(self, topology: Topology) -> None:
         """Paging a human has no preconditions, even for a provider or unknown name."""
