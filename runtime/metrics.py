@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from domain import IncidentState
+from runtime.ports import TelemetryBatch
 from runtime.sources.guard import SourceHealth
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
@@ -84,6 +85,13 @@ class Metrics:
         for name, n in counts.items():
             if name not in known:
                 self.incidents.labels(state=name).set(n)
+
+    def record_batch(self, source: str, batch: TelemetryBatch) -> None:
+        """Count what one poll of `source` delivered."""
+        if batch.samples:
+            self.samples_ingested.labels(source=source).inc(len(batch.samples))
+        if batch.changes:
+            self.changes_ingested.labels(source=source).inc(len(batch.changes))
 
     def observe_sources(self, health: Iterable[SourceHealth]) -> None:
         for h in health:

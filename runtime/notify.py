@@ -13,12 +13,14 @@ import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from domain import IncidentState
+from runtime.config import NotificationsConfig
 from runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,7 @@ class Notifier:
         client: httpx.AsyncClient | None = None,
         sleep: Sleep = asyncio.sleep,
         metrics: Metrics | None = None,
+        console_url: str | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1 (got {max_attempts})")
@@ -111,11 +114,23 @@ class Notifier:
         self._sleep = sleep
         self._metrics = metrics
         self._remembered = remembered
+        self._console_url = console_url.rstrip("/") if console_url else None
         self._sent: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._queues: dict[str, asyncio.Queue[dict[str, Any]]] = {
             url: asyncio.Queue(maxsize=queue_size) for url in self._webhooks
         }
         self._workers: list[asyncio.Task[None]] = []
+
+    @classmethod
+    def from_config(cls, config: NotificationsConfig, *, metrics: Metrics | None = None) -> Notifier:
+        """A notifier for the `notifications` section of homeostat.yaml."""
+        return cls(
+            config.webhooks,
+            states=[s.value for s in config.states],
+            max_attempts=config.max_attempts,
+            console_url=config.console_url,
+            metrics=metrics,
+        )
 
     def notify(self, change: IncidentChange) -> bool:
         """Queue a message for `change` unless its state is not notified or was already sent.
@@ -130,6 +145,8 @@ class Notifier:
         self._sent[key] = None
         while len(self._sent) > self._remembered:
             self._sent.popitem(last=False)
+        if change.url is None and self._console_url:
+            change = replace(change, url=f"{self._console_url}/incidents/{quote(change.incident_id, safe='')}")
         message = slack_message(change)
         for url, queue in self._queues.items():
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import Any
 
 import pytest
@@ -51,6 +52,9 @@ ALERT_BODIES = JSON | st.fixed_dictionaries(
     },
 )
 
+#: Examples per endpoint; raise it for a longer hunt (HOMEOSTAT_FUZZ_EXAMPLES=2000 uv run pytest ...).
+EXAMPLES = int(os.environ.get("HOMEOSTAT_FUZZ_EXAMPLES", "60"))
+
 ENDPOINTS: list[tuple[str, str, Any]] = [
     ("/v1/push", "otto", PUSH_BODIES),
     ("/v1/alertmanager", "otto", ALERT_BODIES),
@@ -60,7 +64,7 @@ ENDPOINTS: list[tuple[str, str, Any]] = [
 
 
 def _fuzz(live_api: LiveApi, path: str, who: str, bodies: Any) -> None:
-    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
     @given(body=bodies)
     def check(body: Any) -> None:
         live_api.service.incidents["inc-1"]["state"] = "awaiting_approval"
@@ -83,7 +87,9 @@ def test_write_endpoints_never_answer_500(live_api: LiveApi, path: str, who: str
 def test_raw_bytes_never_answer_500(live_api: LiveApi) -> None:
     """Bytes that are not JSON at push and approve get a 4xx, never a 500."""
 
-    @settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=max(1, EXAMPLES // 2), deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
     @given(raw=st.binary(max_size=200))
     def check(raw: bytes) -> None:
         for path, who in (("/v1/push", "otto"), ("/v1/incidents/inc-1/approve", "alice")):

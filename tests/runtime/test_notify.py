@@ -116,6 +116,23 @@ class TestDelivery:
         assert receiver.calls == 1
 
 
+async def test_from_config_links_to_the_console() -> None:
+    """A notifier built from config links each message to the incident's console page."""
+    from runtime.config import parse_config
+
+    receiver = Receiver()
+    with serve(receiver.app()) as url:
+        config = parse_config(
+            f"notifications:\n  webhooks: ['{url}/hook/secret']\n  console_url: http://homeostat.internal:8080/\n"
+        )
+        notifier = Notifier.from_config(config.notifications)
+        notifier.start()
+        notifier.notify(IncidentChange("inc 7", "escalated", "chat"))
+        await notifier.aclose()
+    context = receiver.bodies[0]["blocks"][-1]["elements"][0]["text"]
+    assert "<http://homeostat.internal:8080/incidents/inc%207|open incident>" in context
+
+
 def test_message_is_slack_compatible_and_escapes_untrusted_text() -> None:
     """The body has text and blocks, and telemetry text cannot inject links or mentions."""
     body = slack_message(
