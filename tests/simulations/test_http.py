@@ -17,7 +17,7 @@ from simulations.http import create_app
 
 
 def _fleet():
-    return load_scenario(builtin_scenarios()[0]).build_fleet()
+    return load_scenario(next(p for p in builtin_scenarios() if p.stem == "bad_prompt_deploy")).build_fleet()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import statistics
 from pathlib import Path
 
@@ -152,14 +153,14 @@ def test_ground_truth_matches_the_mechanics(path: Path) -> None:
     """In every shipped fault scenario the acceptable actions heal it and the harmful ones do not."""
     scenario = load_scenario(path)
     last_fault = max(i.at for i in scenario.injections if i.type == "fault")
+    broken = scenario.build_fleet()
+    broken.advance(last_fault + 600)
+    assert broken.active_faults(), f"{path.stem}: the fault should be active"
     for truth in scenario.ground_truth.faults:
         fixers = [a for a in truth.acceptable_actions if a.value != "escalate"]
         assert fixers, f"{path.stem}: at least one acceptable action must remove the fault"
         for action in fixers:
-            fleet = scenario.build_fleet()
-            fleet.advance(last_fault + 600)
-            live = {f.id for f in fleet.active_faults()}
-            assert live, f"{path.stem}: the fault should be active"
+            fleet = copy.deepcopy(broken)
             result = fleet.apply_action(action, truth.action_target, {}, "fix")
             assert result.status == "applied", result.detail
             fleet.advance(900)
@@ -168,8 +169,7 @@ def test_ground_truth_matches_the_mechanics(path: Path) -> None:
                 f"{path.stem}: {action} on {truth.action_target} left {still}"
             )
         for action in truth.harmful_actions:
-            fleet = scenario.build_fleet()
-            fleet.advance(last_fault + 600)
+            fleet = copy.deepcopy(broken)
             before = len(fleet.active_faults())
             fleet.apply_action(action, truth.action_target, {}, "harm")
             fleet.advance(60)
