@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -181,7 +182,9 @@ class AuditLog:
 
     def _make_engine(self) -> Engine:
         if self.dialect_is_sqlite:
-            engine = create_engine(self.url, connect_args={"timeout": 60.0}, pool_size=8, max_overflow=32)
+            engine = create_engine(
+                self.url, connect_args={"timeout": 60.0}, pool_size=8, max_overflow=32, pool_reset_on_return=None
+            )
 
             @event.listens_for(engine, "connect")
             def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -338,27 +341,65 @@ class AuditLog:
             raw.close()
         return seq, prev_hash, digest
 
-    def _rows(self, conn: Connection, sql: str, params: dict[str, Any]) -> Iterator[Row]:
-        result = conn.execution_options(stream_results=True, yield_per=2000).execute(text(sql), params)
-        for partition in result.partitions():
-            for r in partition:
-                yield (int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6])
+    @contextmanager
+    def _snapshot(self) -> Iterator[Any]:
+        """A raw DBAPI connection inside one read-only snapshot transaction (the fast read path)."""
+        if self._closed:
+            raise AuditError("this AuditLog is closed; open a new one")
+        raw = self._engine.raw_connection()
+        try:
+            driver: Any = raw.driver_connection
+            if self.dialect_is_sqlite:
+                driver.execute("BEGIN")
+                try:
+                    yield driver
+                finally:
+                    driver.execute("ROLLBACK")
+            else:
+                import psycopg
+
+                driver.rollback()
+                driver.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+                driver.read_only = True
+                try:
+                    yield driver
+                finally:
+                    driver.rollback()
+                    driver.isolation_level = None
+                    driver.read_only = None
+        finally:
+            raw.close()
+
+    def _stream(self, driver: Any, sql: str, params: tuple[Any, ...]) -> Iterator[Row]:
+        """Rows of `sql` (written with ? placeholders), fetched in batches; a server-side cursor on PostgreSQL."""
+        if self.dialect_is_sqlite:
+            cur = driver.execute(sql, params)
+            try:
+                while batch := cur.fetchmany(5000):
+                    yield from batch
+            finally:
+                cur.close()
+        else:
+            with driver.cursor(name=f"audit_{uuid.uuid4().hex[:8]}") as cur:
+                cur.itersize = 5000
+                cur.execute(sql.replace("?", "%s"), params)
+                yield from cur
 
     def records(
         self, *, incident_id: str | None = None, kind: str | None = None, after_seq: int = 0
     ) -> Iterator[AuditRecord]:
         """Stream records in seq order, optionally for one incident and/or one kind."""
-        where = ["seq > :after_seq"]
-        params: dict[str, Any] = {"after_seq": after_seq}
+        where = ["seq > ?"]
+        params: list[Any] = [after_seq]
         if incident_id is not None:
-            where.append("incident_id = :incident_id")
-            params["incident_id"] = incident_id
+            where.append("incident_id = ?")
+            params.append(incident_id)
         if kind is not None:
-            where.append("kind = :kind")
-            params["kind"] = kind
+            where.append("kind = ?")
+            params.append(kind)
         sql = f"SELECT {_COLUMNS} FROM audit_records WHERE {' AND '.join(where)} ORDER BY seq"
-        with self._read() as conn:
-            for row in self._rows(conn, sql, params):
+        with self._snapshot() as driver:
+            for row in self._stream(driver, sql, tuple(params)):
                 yield _row_to_record(row)
 
     def head(self) -> AuditRecord | None:
@@ -379,8 +420,8 @@ class AuditLog:
             head_hash = head_hash.strip().lower()
             if len(head_hash) != 64 or any(c not in "0123456789abcdef" for c in head_hash):
                 raise AuditError(f"--head must be a 64-character hex SHA-256, got {head_hash!r}")
-        with self._read() as conn:
-            head = conn.execute(_SELECT_HEAD).one()
+        with self._snapshot() as driver:
+            head = next(self._stream(driver, "SELECT seq, hash, algorithm FROM audit_head WHERE id = 1", ()))
             if not self._hasher.keyed and str(head[2]) != "sha256":
                 return VerifyReport(
                     ok=False,
@@ -392,7 +433,7 @@ class AuditLog:
                     ),
                     algorithm=self._hasher.algorithm,
                 )
-            rows = self._rows(conn, f"SELECT {_COLUMNS} FROM audit_records ORDER BY seq", {})
+            rows = self._stream(driver, f"SELECT {_COLUMNS} FROM audit_records ORDER BY seq", ())
             return walk(rows, self._hasher, head_hash=head_hash, stored_head=(int(head[0]), str(head[1])))
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from runtime.audit._chain import GENESIS_HASH, Hasher
+from runtime.audit._chain import GENESIS_HASH, Hasher, _quote
 
 Problem = Literal["edited", "deleted", "inserted", "reordered", "truncated", "malformed"]
 
@@ -152,7 +152,8 @@ def walk(
     """Verify `rows` (ordered by seq) against `hasher`; stop at the first broken record."""
     it: Iterator[Row] = iter(rows)
     recent: deque[Row] = deque(maxlen=_WINDOW)
-    record_hash = hasher.record_hash
+    digest = hasher.digest
+    quote = _quote
     expected_seq = 1
     prev_hash = GENESIS_HASH
     checked = 0
@@ -160,13 +161,31 @@ def walk(
     last_seq = 0
     for row in it:
         seq, ts, incident_id, kind, payload_json, stored_prev, stored_hash = row
-        if (
-            seq != expected_seq
-            or stored_prev != prev_hash
-            or record_hash(seq, ts, incident_id, kind, payload_json, stored_prev) != stored_hash
-        ):
-            after = [r for _, r in zip(range(_WINDOW), it, strict=False)]
-            problem, first_bad, message = classify(hasher, list(recent), row, after, expected_seq)
+        try:
+            broken = (
+                seq != expected_seq
+                or stored_prev != prev_hash
+                or digest(
+                    (
+                        f'{{"incident_id":{"null" if incident_id is None else quote(incident_id)},"kind":{quote(kind)},'
+                        f'"payload":{payload_json},"prev_hash":{quote(stored_prev)},"seq":{seq},"ts":{quote(ts)}}}'
+                    ).encode()
+                )
+                != stored_hash
+            )
+            if broken:
+                after = [r for _, r in zip(range(_WINDOW), it, strict=False)]
+                problem, first_bad, message = classify(hasher, list(recent), row, after, expected_seq)
+        except (TypeError, ValueError) as exc:  # a column of the wrong type (SQLite does not enforce types)
+            return VerifyReport(
+                ok=False,
+                checked=checked,
+                first_bad_seq=expected_seq,
+                problem="malformed",
+                message=f"record {expected_seq} is malformed: a stored column has the wrong type ({exc})",
+                algorithm=hasher.algorithm,
+            )
+        if broken:
             return VerifyReport(
                 ok=False,
                 checked=checked,

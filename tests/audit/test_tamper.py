@@ -215,3 +215,19 @@ class TestAppendOnlyTriggers:
         with pytest.raises(Exception, match="append-only"):
             a.execute(sql)
         assert _verify(db_url, None).ok
+
+
+class TestMalformedRows:
+    def test_wrongly_typed_column_is_reported_not_crashed_on(
+        self,
+        tmp_path,
+        attacker: Callable[[str], Attacker],  # type: ignore[no-untyped-def]
+    ) -> None:
+        """A stored value of the wrong type (SQLite does not enforce types) is reported as malformed at that record."""
+        db = str(tmp_path / "a.db")
+        _chain(db, None)
+        a = attacker(db)
+        a.drop_triggers()
+        a.execute("UPDATE audit_records SET ts = 12345 WHERE seq = 3")
+        report = _verify(db, None)
+        assert (report.ok, report.problem, report.first_bad_seq) == (False, "malformed", 3)
