@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from domain import ActionOutcome, Approval, Decision, OnTimeout, Proposal, Verdict
+from domain import ActionOutcome, Approval, Decision, OnTimeout, OutcomeStatus, Proposal, Verdict
 from domain.clock import Clock
 from policies import RecentAction
 from tools import ActionRequest
@@ -128,6 +128,9 @@ class Journal:
         elif kind == "approval_timeout":
             permit.timed_out_auto = payload.get("on_timeout") == OnTimeout.AUTO.value
         elif kind == "action_intent":
+            previous = self._results.get(payload["idempotency_key"])
+            if previous is not None and previous.status is OutcomeStatus.DRY_RUN:
+                del self._results[payload["idempotency_key"]]  # a real run after a dry run is unresolved again
             self._intents[payload["idempotency_key"]] = ActionRequest(
                 action=payload["action"],
                 target=payload["target"],
@@ -141,7 +144,7 @@ class Journal:
             key = payload["idempotency_key"]
             self._results[key] = outcome
             request = self._intents.get(key)
-            if request is not None and outcome.status.value == "succeeded" and permit.proposal is not None:
+            if request is not None and outcome.status is OutcomeStatus.SUCCEEDED and permit.proposal is not None:
                 automatic = permit.decision is not None and permit.decision.verdict is Verdict.AUTO
                 self._recent.append(
                     RecentAction(
