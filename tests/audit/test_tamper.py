@@ -228,6 +228,6 @@ class TestMalformedRows:
         _chain(db, None)
         a = attacker(db)
         a.drop_triggers()
-        a.execute("UPDATE audit_records SET ts = 12345 WHERE seq = 3")
+        a.execute("UPDATE audit_records SET ts = X'3132' WHERE seq = 3")
         report = _verify(db, None)
         assert (report.ok, report.problem, report.first_bad_seq) == (False, "malformed", 3)
