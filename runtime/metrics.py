@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from domain import IncidentState
+from domain import Anomaly, IncidentState
 from runtime.ports import TelemetryBatch
 from runtime.sources.guard import SourceHealth
 
@@ -92,6 +92,11 @@ class Metrics:
             self.samples_ingested.labels(source=source).inc(len(batch.samples))
         if batch.changes:
             self.changes_ingested.labels(source=source).inc(len(batch.changes))
+
+    def record_anomalies(self, anomalies: Iterable[Anomaly]) -> None:
+        """Count anomalies by kind and severity."""
+        for anomaly in anomalies:
+            self.anomalies.labels(kind=anomaly.kind, severity=anomaly.severity.value).inc()
 
     def observe_sources(self, health: Iterable[SourceHealth]) -> None:
         for h in health:

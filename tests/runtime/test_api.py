@@ -249,3 +249,35 @@ class TestStatus:
         spec = live_api.client.get("/openapi.json").json()
         assert "/v1/incidents/{incident_id}/approve" in spec["paths"]
         assert "HTTPBearer" in spec["components"]["securitySchemes"]
+
+
+class TestMetricsHelpers:
+    def test_loop_helpers_count_by_label(self) -> None:
+        """record_batch, record_anomalies and set_incident_counts fill the labelled families the loop reports."""
+        from domain import Anomaly, Direction, Sample, Severity
+        from runtime.metrics import Metrics
+        from runtime.ports import TelemetryBatch
+
+        metrics = Metrics()
+        ts = datetime(2026, 1, 1, tzinfo=UTC)
+        sample = Sample(service="chat", signal="error_rate", ts=ts, value=0.1)
+        metrics.record_batch("prom", TelemetryBatch(samples=[sample, sample]))
+        anomaly = Anomaly(
+            id="a1",
+            service="chat",
+            signal="error_rate",
+            detector="cusum",
+            ts=ts,
+            direction=Direction.UP,
+            baseline=0.01,
+            current=0.2,
+            severity=Severity.CRITICAL,
+        )
+        metrics.record_anomalies([anomaly])
+        metrics.set_incident_counts({"resolved": 2})
+        metrics.set_incident_counts({"open": 1})
+        get = metrics.registry.get_sample_value
+        assert get("homeostat_samples_ingested_total", {"source": "prom"}) == 2.0
+        assert get("homeostat_anomalies_total", {"kind": "shift", "severity": "critical"}) == 1.0
+        assert get("homeostat_incidents", {"state": "resolved"}) == 0.0
+        assert get("homeostat_incidents", {"state": "open"}) == 1.0
