@@ -407,6 +407,7 @@ class Fleet:
         self._inject_seq = 0
         self._results: dict[str, ActionResult] = {}
         self._applied: list[ActionResult] = []
+        self._log: list[ActionResult] = []
         for injection in injections:
             self.inject(injection)
 
@@ -779,6 +780,7 @@ class Fleet:
             finally:
                 self._current_key = None
         self._results[idempotency_key] = result
+        self._log.append(result)
         if result.status == "applied":
             self._applied.append(result)
         return result
@@ -789,6 +791,11 @@ class Fleet:
     @property
     def applied_actions(self) -> list[ActionResult]:
         return list(self._applied)
+
+    @property
+    def action_log(self) -> list[ActionResult]:
+        """Every first call per idempotency key, applied or rejected, in order."""
+        return list(self._log)
 
     def _result(
         self,
