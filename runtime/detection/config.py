@@ -1,7 +1,7 @@
 """Detection configuration: per-signal detector policies from a YAML file, overridable per service.
 
 The shipped `defaults.yaml` is always loaded first; a user file is merged over it key by key
-(`defaults`, `signals.<signal>`, `services.<service>.signals.<signal>`; `budgets` replaces).
+(`defaults`, `unknown_signals`, `signals.<signal>`, `services.<service>.signals.<signal>`; `budgets` replaces).
 A bad file raises `DetectionConfigError` naming the file, line and field.
 """
 
@@ -17,7 +17,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
-from domain import Direction, bad_direction
+from domain import BAD_DIRECTION, Direction, bad_direction
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
 
@@ -56,6 +56,9 @@ class SignalPolicy(BaseModel):
     scale_floor_abs: float = Field(default=1e-9, gt=0.0)
     counts: bool = Field(default=False, description="values are event counts: sigma >= sqrt(mean)")
     cooldown: int = Field(default=60, ge=1)
+    surprise: float = Field(default=0.0, ge=0.0, description="a shift/spike must beat this x the series' past peaks")
+    surprise_halflife: float = Field(default=2000.0, gt=0.0, description="samples for a past peak to count half")
+    refractory: int = Field(default=10, ge=0, description="samples an alarm lasts at least, even if it recovers")
     recover_z: float = Field(default=2.0, gt=0.0)
     adwin_delta: float = Field(default=0.0002, gt=0.0, lt=1.0)
     confirm_z: float = Field(default=3.0, ge=0.0)
@@ -118,6 +121,9 @@ class DetectionConfig(BaseModel):
 
     defaults: dict[str, Any] = Field(default_factory=dict)
     signals: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    unknown_signals: dict[str, Any] = Field(
+        default_factory=dict, description="overrides for signals neither in `signals` nor in the domain's list"
+    )
     services: dict[str, ServiceOverrides] = Field(default_factory=dict)
     budgets: tuple[BudgetSpec, ...] = ()
     max_series: int = Field(default=200_000, ge=1, description="series beyond this are dropped, not tracked")
@@ -126,13 +132,14 @@ class DetectionConfig(BaseModel):
     def _overrides_valid(self) -> DetectionConfig:
         # Build every policy once so a bad key or value fails at load, not at the first sample.
         _build_policy(self.defaults, (), "defaults")
+        _build_policy(self.defaults, (self.unknown_signals,), "unknown_signals")
         for signal, override in self.signals.items():
             _build_policy(self.defaults, (override,), f"signals.{signal}")
         for service, svc in self.services.items():
             for signal, override in svc.signals.items():
                 _build_policy(
                     self.defaults,
-                    (self.signals.get(signal, {}), override),
+                    (self._signal_layer(signal), override),
                     f"services.{service}.signals.{signal}",
                 )
         return self
@@ -141,12 +148,17 @@ class DetectionConfig(BaseModel):
     def _cache(self) -> dict[tuple[str, str], SignalPolicy]:
         return {}
 
+    def _signal_layer(self, signal: str) -> dict[str, Any]:
+        if signal in self.signals:
+            return self.signals[signal]
+        return {} if signal in BAD_DIRECTION else self.unknown_signals
+
     def policy_for(self, service: str, signal: str) -> SignalPolicy:
         key = (service, signal)
         cached = self._cache.get(key)
         if cached is None:
             svc = self.services.get(service)
-            layers = (self.signals.get(signal, {}), svc.signals.get(signal, {}) if svc else {})
+            layers = (self._signal_layer(signal), svc.signals.get(signal, {}) if svc else {})
             cached = self._cache[key] = _build_policy(self.defaults, layers, f"{service}/{signal}")
         return cached
 
@@ -211,6 +223,7 @@ def _line_of(root: CommentedMap, dotted: str) -> int | None:
 def _merge(base: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     out.setdefault("defaults", {}).update(user.get("defaults") or {})
+    out.setdefault("unknown_signals", {}).update(user.get("unknown_signals") or {})
     for signal, override in (user.get("signals") or {}).items():
         if not isinstance(override, dict):
             out.setdefault("signals", {})[signal] = override  # let validation name it
@@ -219,7 +232,7 @@ def _merge(base: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
     for service, svc in (user.get("services") or {}).items():
         out.setdefault("services", {})[service] = svc
     for key, value in user.items():
-        if key not in {"defaults", "signals", "services"}:
+        if key not in {"defaults", "unknown_signals", "signals", "services"}:
             out[key] = value
     return out
 

@@ -77,14 +77,18 @@ class SeriesDetector:
         "alarm_n",
         "alarm_sum",
         "burn",
+        "decay",
         "dn_n",
         "dn_sum",
         "fast",
+        "gate",
         "interval",
         "last_ts",
         "mu",
         "n",
         "p",
+        "peak_s",
+        "peak_z",
         "pending_spike",
         "ph",
         "recent",
@@ -119,6 +123,8 @@ class SeriesDetector:
         self.absdev = 0.0
         self.fast = 0.0
         self.recent = 0.0
+        self.peak_s = self.peak_z = self.gate = 0.0
+        self.decay = 0.5 ** (1.0 / policy.surprise_halflife)
         self.s_up = self.s_dn = 0.0
         self.up_sum = self.dn_sum = 0.0
         self.up_n = self.dn_n = 0
@@ -126,7 +132,7 @@ class SeriesDetector:
         self.alarm_n = 0
         self.alarm_sum = 0.0
         self.alarm_base_mu = self.alarm_base_sigma = self.alarm_level = self.alarm_absdev = 0.0
-        self.pending_spike: tuple[float, float, float, float, float] | None = None
+        self.pending_spike: tuple[float, float, float, float, float, bool] | None = None
         self.adwin: drift.ADWIN | None = None
         self.ph: drift.PageHinkley | None = None
         self._new_river()
@@ -229,12 +235,20 @@ class SeriesDetector:
             self.pending_spike = None
             if (held[2] > 0 and z >= clip) or (held[2] < 0 and z <= -clip):
                 self.recent = held[3]
-                self._cusum(held[3], held[4], river_drift=False)
-            elif self.watch_up if held[2] > 0 else self.watch_dn:
+                found = self._cusum(held[3], held[4], river_drift=False)
+                if found is not None:
+                    out = out or []
+                    out.append(self._raise_shift(held[0], held[1], *found))
+                    return out
+            elif held[5] and (self.watch_up if held[2] > 0 else self.watch_dn):
                 out = out or []
                 out.append(self._spike_anomaly(held[0], held[1], held[2]))
-        if abs(z) >= p.spike_z and held is None:
-            self.pending_spike = (ts, x, z, r, zc)
+        az = -z if z < 0 else z
+        peak_z = self.peak_z
+        self.peak_z = az if az > peak_z * self.decay else peak_z * self.decay
+        if az >= p.spike_z and held is None:
+            # A spike is news only if it stands out from the spikes this series usually has.
+            self.pending_spike = (ts, x, z, r, zc, az >= p.surprise * peak_z)
             return out
         self.recent += _RECENT_ALPHA * (r - self.recent)
 
@@ -268,6 +282,11 @@ class SeriesDetector:
                 return (Direction.UP if shift > 0 else Direction.DOWN), detector, shift
         if self.s_up < 0.5 * h and self.s_dn < 0.5 * h:
             self._adapt(r)
+        # Self-calibration: a shift must be larger than the departures this series made without one.
+        top = -self.recent if self.recent < 0 else self.recent
+        peak = self.peak_s * self.decay
+        self.peak_s = top if top > peak else peak
+        self.gate = p.surprise * self.peak_s
         return None
 
     def _side(self, sign: int, r: float, step: float, h: float) -> float | None:
@@ -296,7 +315,7 @@ class SeriesDetector:
             return None
         recent = self.recent
         shift = max(run, recent) if sign > 0 else min(run, recent)
-        if self._material(shift, self.mu):
+        if self._material(shift, self.mu) and abs(shift) > self.gate:
             return shift
         if sign > 0:  # not material (yet): hold at the threshold, keep the running estimate
             self.s_up = h
@@ -338,6 +357,9 @@ class SeriesDetector:
         mu = self.mu
         sigma = self.sigma
         current = mu + shift
+        if self.p.surprise > 0.0:  # the next alarm must beat this one's size (decaying)
+            self.peak_s = max(self.peak_s, abs(shift))
+            self.gate = self.p.surprise * self.peak_s
         self.alarm = 1 if direction == Direction.UP else -1
         self.alarm_n = 0
         self.alarm_sum = 0.0
@@ -375,7 +397,7 @@ class SeriesDetector:
         moved = level - base
         # Hysteresis: recovery needs the level well inside what raised the alarm.
         back = abs(moved) < min(self.p.recover_z * self.alarm_base_sigma, 0.5 * self._material_size(base))
-        if back or (moved > 0) != (self.alarm > 0):
+        if (back or (moved > 0) != (self.alarm > 0)) and self.alarm_n >= self.p.refractory:
             self.alarm = 0  # recovered: the old baseline still holds
             self._reset_cusum()
             return
