@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Literal
@@ -21,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from policies.yaml_lines import ConfigFileError, ConfigIssue, load_yaml_with_lines, validation_issues
 from runtime.ports import Identity
+
+log = logging.getLogger(__name__)
 
 Role = Literal["viewer", "approver", "operator", "auditor"]
 ROLES: tuple[Role, ...] = ("viewer", "approver", "operator", "auditor")
@@ -60,18 +64,53 @@ class TokensFile(BaseModel):
     identities: list[IdentityEntry]
 
 
+def _check_entries(entries: list[IdentityEntry]) -> list[IdentityEntry]:
+    names = [e.name for e in entries]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"identity names must be unique; repeated: {dupes}")
+    hashes = [e.token_sha256 for e in entries]
+    if len(set(hashes)) != len(hashes):
+        raise ValueError("two identities share a token hash; give each person their own token")
+    return entries
+
+
+def _read_tokens_file(path: Path) -> list[IdentityEntry]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigFileError([ConfigIssue(str(path), 1, (), f"cannot read tokens file: {exc}")]) from exc
+    data, locate = load_yaml_with_lines(text, str(path))
+    try:
+        parsed = TokensFile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigFileError(validation_issues(exc, data, locate, str(path))) from exc
+    try:
+        return _check_entries(list(parsed.identities))
+    except ValueError as exc:
+        raise ConfigFileError([ConfigIssue(str(path), locate(("identities",)), ("identities",), str(exc))]) from exc
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
 class TokenAuthority:
-    """Resolves bearer tokens to identities; holds only hashes."""
+    """Resolves bearer tokens to identities; holds only hashes.
+
+    Built `from_file`, it re-reads the file when it changes (a revoked token stops working
+    without a restart); a bad edit is logged and the previous identities stay in force.
+    """
 
     def __init__(self, entries: Iterable[IdentityEntry]) -> None:
-        self._entries = list(entries)
-        names = [e.name for e in self._entries]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"identity names must be unique; repeated: {dupes}")
-        hashes = [e.token_sha256 for e in self._entries]
-        if len(set(hashes)) != len(hashes):
-            raise ValueError("two identities share a token hash; give each person their own token")
+        self._entries = _check_entries(list(entries))
+        self._path: Path | None = None
+        self._stamp: tuple[int, int] | None = None
+        self._lock = threading.Lock()
 
     @classmethod
     def from_tokens(cls, tokens: Mapping[str, tuple[str, Iterable[str]]]) -> TokenAuthority:
@@ -85,25 +124,34 @@ class TokenAuthority:
     def from_file(cls, path: str | Path) -> TokenAuthority:
         """Load a tokens file; raises `ConfigFileError` naming file, line and key."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigFileError([ConfigIssue(str(path), 1, (), f"cannot read tokens file: {exc}")]) from exc
-        data, locate = load_yaml_with_lines(text, str(path))
-        try:
-            parsed = TokensFile.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigFileError(validation_issues(exc, data, locate, str(path))) from exc
-        try:
-            return cls(parsed.identities)
-        except ValueError as exc:
-            raise ConfigFileError([ConfigIssue(str(path), locate(("identities",)), ("identities",), str(exc))]) from exc
+        stamp = _stamp(path)
+        authority = cls(_read_tokens_file(path))
+        authority._path, authority._stamp = path, stamp
+        return authority
+
+    def _reload_if_changed(self) -> None:
+        if self._path is None:
+            return
+        stamp = _stamp(self._path)
+        if stamp == self._stamp:
+            return
+        with self._lock:
+            if stamp == self._stamp:
+                return
+            self._stamp = stamp
+            try:
+                self._entries = _read_tokens_file(self._path)
+            except ConfigFileError as exc:
+                log.error("tokens file change refused; previous identities stay in force:\n%s", exc)
+                return
+            log.info("tokens file reloaded: %d identities", len(self._entries))
 
     def resolve(self, token: str) -> Identity | None:
         """The identity holding `token`, or None. Compares against every entry in constant time."""
+        self._reload_if_changed()
         digest = hash_token(token)
         found: IdentityEntry | None = None
-        for entry in self._entries:
+        for entry in list(self._entries):
             if hmac.compare_digest(digest, entry.token_sha256):
                 found = entry
         return None if found is None else Identity(name=found.name, roles=tuple(found.roles))

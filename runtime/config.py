@@ -22,6 +22,7 @@ __all__ = [
     "ApiConfig",
     "AuthConfig",
     "ConfigFileError",
+    "HaConfig",
     "HomeostatConfig",
     "IntervalsConfig",
     "JsonlSourceConfig",
@@ -162,6 +163,22 @@ class IntervalsConfig(_Section):
     checkpoint_s: float = Field(default=60.0, gt=0, description="how often detector state is saved")
 
 
+class HaConfig(_Section):
+    """Replicas on PostgreSQL: the leader lease (see docs/HA.md). Ignored on SQLite (one process)."""
+
+    lease_ttl_s: float = Field(default=15.0, gt=0, description="a dead leader blocks takeover at most this long")
+    lease_renew_s: float = Field(default=5.0, gt=0, description="renewal / acquisition attempt period, <= ttl/2")
+    lease_margin_s: float = Field(default=2.0, ge=0, description="the leader stops acting this long before expiry")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HaConfig:
+        if self.lease_renew_s * 2 > self.lease_ttl_s:
+            raise ValueError(f"lease_renew_s ({self.lease_renew_s}) must be at most half of lease_ttl_s")
+        if self.lease_margin_s + self.lease_renew_s >= self.lease_ttl_s:
+            raise ValueError("lease_margin_s + lease_renew_s must be below lease_ttl_s")
+        return self
+
+
 class HomeostatConfig(_Section):
     """The whole ``homeostat.yaml``."""
 
@@ -174,6 +191,7 @@ class HomeostatConfig(_Section):
     notifications: NotificationsConfig = NotificationsConfig()
     api: ApiConfig = ApiConfig()
     intervals: IntervalsConfig = IntervalsConfig()
+    ha: HaConfig = HaConfig()
     grace_period_s: float = Field(default=10.0, ge=0, description="shutdown: time in-flight work gets to finish")
 
     @field_validator("database_url")

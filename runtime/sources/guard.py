@@ -31,6 +31,8 @@ class SourceHealth:
     staleness_s: float | None
     """Seconds since the last successful poll; None if it never succeeded."""
     next_attempt: datetime | None
+    warnings: tuple[str, ...] = ()
+    """Partial failures of the last poll (e.g. one PromQL query of several); data still flowed."""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -42,6 +44,7 @@ class SourceHealth:
             "consecutive_failures": self.consecutive_failures,
             "staleness_s": self.staleness_s,
             "next_attempt": self.next_attempt.isoformat() if self.next_attempt else None,
+            "warnings": list(self.warnings),
         }
 
 
@@ -49,8 +52,8 @@ class GuardedSource:
     """Wraps a `TelemetrySource` with capped exponential backoff and a health status.
 
     `poll(now)` returns the source's batch, or an empty batch while the source is failing or
-    backing off. The source is healthy only if its last attempt succeeded and that success is
-    younger than `stale_after_s`.
+    backing off. The source is healthy only if its last attempt succeeded in full (no partial
+    `poll_warnings` from the source) and that success is younger than `stale_after_s`.
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class GuardedSource:
         self._last_error: str | None = None
         self._next_attempt: datetime | None = None
         self._polled_once = False
+        self._warnings: tuple[str, ...] = ()
 
     def backoff_delay(self, failures: int) -> float:
         """Seconds to wait after `failures` consecutive failures (failures >= 1)."""
@@ -110,11 +114,14 @@ class GuardedSource:
         self._last_error = None
         self._last_success = now
         self._polled_once = True
+        self._warnings = tuple(getattr(self.source, "poll_warnings", ()) or ())
         return batch
 
     def health(self, now: datetime) -> SourceHealth:
         staleness = (now - self._last_success).total_seconds() if self._last_success else None
-        healthy = self._failures == 0 and staleness is not None and staleness <= self._stale_after
+        healthy = (
+            self._failures == 0 and not self._warnings and staleness is not None and staleness <= self._stale_after
+        )
         return SourceHealth(
             name=self.name,
             healthy=healthy,
@@ -124,4 +131,5 @@ class GuardedSource:
             consecutive_failures=self._failures,
             staleness_s=staleness,
             next_attempt=self._next_attempt,
+            warnings=self._warnings,
         )

@@ -71,35 +71,47 @@ class PrometheusSource:
         self._state = [_QueryState() for _ in self._queries]
         self.rejections: list[Rejection] = []
         """Series points refused during the last poll, with reasons."""
+        self.poll_warnings: list[str] = []
+        """Queries that failed during the last poll while others succeeded."""
 
     async def aclose(self) -> None:
         if self._owns_client:
             await self._client.aclose()
 
     async def poll(self, now: datetime) -> TelemetryBatch:
+        """Run every query; a failing query is reported in `poll_warnings` while the others' data
+        flows (its series go stale downstream). Raises `SourceError` only if every query failed."""
         samples: list[Sample] = []
         self.rejections = []
+        self.poll_warnings = []
+        failed = 0
         for query, state in zip(self._queries, self._state, strict=True):
-            if self._mode == "range":
-                start = (
-                    state.last_end + timedelta(seconds=self._step)
-                    if state.last_end
-                    else now - timedelta(seconds=self._lookback)
-                )
-                if start > now:
-                    continue
-                data = await self._get(
-                    "/api/v1/query_range",
-                    {"query": query.promql, "start": _ts(start), "end": _ts(now), "step": f"{self._step:g}"},
-                    query,
-                )
-                state.last_end = now
-            else:
-                data = await self._get("/api/v1/query", {"query": query.promql, "time": _ts(now)}, query)
-            samples.extend(self._to_samples(query, state, data))
+            try:
+                samples.extend(await self._run(query, state, now))
+            except SourceError as exc:
+                failed += 1
+                self.poll_warnings.append(str(exc))
         for rejection in self.rejections:
             log.warning("source %s: %s", self.name, rejection)
+        if failed == len(self._queries):
+            raise SourceError("; ".join(self.poll_warnings))
+        for warning in self.poll_warnings:
+            log.warning("source %s: %s", self.name, warning)
         return TelemetryBatch(samples=samples)
+
+    async def _run(self, query: PromQuery, state: _QueryState, now: datetime) -> list[Sample]:
+        if self._mode == "instant":
+            data = await self._get("/api/v1/query", {"query": query.promql, "time": _ts(now)}, query)
+            return self._to_samples(query, state, data)
+        step = timedelta(seconds=self._step)
+        start = state.last_end + step if state.last_end else now - timedelta(seconds=self._lookback)
+        if start > now:
+            return []
+        end = start + step * int((now - start) / step)  # stay on the step grid: no gaps, no drift
+        params = {"query": query.promql, "start": _ts(start), "end": _ts(end), "step": f"{self._step:g}"}
+        data = await self._get("/api/v1/query_range", params, query)
+        state.last_end = end
+        return self._to_samples(query, state, data)
 
     async def _get(self, path: str, params: dict[str, str], query: PromQuery) -> dict[str, Any]:
         try:

@@ -69,3 +69,22 @@ def test_token_cli_makes_a_usable_entry() -> None:
     assert hashed.output.strip() == hash_token(token)
     bad = runner.invoke(token_app, ["new", "carol", "--role", "root"])
     assert bad.exit_code != 0 and "unknown role" in bad.output
+
+
+def test_edited_tokens_file_takes_effect_without_restart(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Revoking a token in the file stops it at once; a broken edit is refused and the old identities stay."""
+    path = tmp_path / "tokens.yaml"
+    entry = "  - name: {name}\n    roles: [approver]\n    token_sha256: {digest}\n"
+    path.write_text(
+        "identities:\n"
+        + entry.format(name="alice", digest=hash_token("tok-a"))
+        + entry.format(name="bob", digest=hash_token("tok-b"))
+    )
+    authority = TokenAuthority.from_file(path)
+    assert authority.resolve("tok-b") == Identity("bob", ("approver",))
+    path.write_text("identities:\n" + entry.format(name="alice", digest=hash_token("tok-a")) + "\n")
+    assert authority.resolve("tok-b") is None
+    assert authority.resolve("tok-a") is not None
+    path.write_text("identities:\n  - name: alice\n    roles: [root]\n    token_sha256: nope\n\n\n")
+    assert authority.resolve("tok-a") == Identity("alice", ("approver",))
+    assert "tokens file change refused" in caplog.text and "tokens.yaml:3" in caplog.text

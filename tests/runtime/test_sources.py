@@ -53,6 +53,8 @@ class FakePrometheus:
         self.requests.append({"path": request.url.path, **params})
         if self.fail_with:
             return JSONResponse(self.fail_with[1], status_code=self.fail_with[0])
+        if params["query"].startswith("bad"):
+            return JSONResponse({"status": "error", "errorType": "bad_data", "error": "unknown function"}, 400)
         services = ["chat", "search", "broken"]
         if request.url.path.endswith("query_range"):
             start, end, step = float(params["start"]), float(params["end"]), float(params["step"])
@@ -98,6 +100,33 @@ class TestPrometheusSource:
         reasons = [str(r) for r in source.rejections]
         assert any("not finite" in r for r in reasons)
         assert any("no 'service' label" in r for r in reasons)
+
+    async def test_polls_at_uneven_times_stay_on_the_step_grid(self) -> None:
+        """Polls that do not fall on step boundaries still deliver points exactly every step."""
+        fake = FakePrometheus()
+        with serve(fake.app()) as url:
+            source = PrometheusSource(url, [PromQuery("error_rate", "x")], step_s=15, lookback_s=30)
+            stamps = []
+            for offset in (0, 40, 50, 51, 75):
+                batch = await source.poll(T0 + timedelta(seconds=offset))
+                stamps += [s.ts for s in batch.samples if s.service == "chat"]
+            await source.aclose()
+        assert stamps == [T0 + timedelta(seconds=s) for s in range(-30, 76, 15)]
+
+    async def test_one_failing_query_does_not_silence_the_others(self) -> None:
+        """A broken PromQL is reported as a warning (source unhealthy) while other signals keep flowing."""
+        fake = FakePrometheus()
+        with serve(fake.app()) as url:
+            source = PrometheusSource(
+                url, [PromQuery("error_rate", "good"), PromQuery("quality_score", "bad(")], mode="instant"
+            )
+            guard = GuardedSource(source)
+            batch = await guard.poll(T0)
+            await source.aclose()
+        assert {s.signal for s in batch.samples} == {"error_rate"}
+        health = guard.health(T0)
+        assert not health.healthy and health.consecutive_failures == 0
+        assert "quality_score" in health.warnings[0] and "unknown function" in health.warnings[0]
 
     async def test_instant_query_with_fixed_service(self) -> None:
         """Instant mode asks for the value at now; a fixed service overrides labels."""
