@@ -14,7 +14,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ class AuditRecordRow(SQLModel, table=True):
     kind: str = Field(sa_column=Column(Text, nullable=False))
     payload_json: str = Field(sa_column=Column(Text, nullable=False))
     prev_hash: str = Field(sa_column=Column(Text, nullable=False, unique=True))
-    hash: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    hash: str = Field(sa_column=Column(Text, nullable=False))
 
 
 class AuditHeadRow(SQLModel, table=True):
@@ -285,7 +285,7 @@ class AuditLog:
         seq, prev_hash, digest = self._append_raw(ts_text, incident_id, kind, payload_json)
         return AuditRecord(
             seq=seq,
-            ts=datetime.fromisoformat(ts_text),
+            ts=ts.astimezone(UTC),
             incident_id=incident_id,
             kind=kind,
             payload=json.loads(payload_json),

@@ -59,7 +59,7 @@ def verify(
     """Recompute every hash and link; exit 1 naming the first broken record and how it was broken."""
     from runtime.audit import AuditError
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     log = _open(db, hmac_key_file, console)
     try:
         report = log.verify(head_hash=head)
@@ -88,7 +88,7 @@ def replay(
     """Re-derive every decision from its recorded inputs and constitution; exit 1 listing any divergence."""
     from runtime.audit.replay import replay as run_replay
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     log = _open(db, hmac_key_file, console)
     try:
         report = run_replay(log)

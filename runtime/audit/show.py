@@ -12,7 +12,9 @@ from runtime.audit._chain import AuditRecord
 
 
 def _num(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
 
 
 def _anomaly(a: Any) -> str:
@@ -91,6 +93,13 @@ def _approval(p: dict[str, Any]) -> str:
     )
 
 
+def _approval_request(p: dict[str, Any]) -> str:
+    verb = "approve" if p.get("approve") else "reject"
+    accepted = "accepted" if p.get("accepted") else "[red]refused[/]"
+    reason = f" ({p['reason']})" if p.get("reason") else ""
+    return f"{p.get('identity', '?')} ({'/'.join(p.get('roles') or [])}) asked to {verb}: {accepted}{reason}"
+
+
 def _action_intent(p: dict[str, Any]) -> str:
     params = ", ".join(f"{k}={v}" for k, v in (p.get("parameters") or {}).items())
     dry = " [dim](dry run)[/]" if p.get("dry_run") else ""
@@ -110,13 +119,29 @@ def _verification(p: dict[str, Any]) -> str:
     return ok + (f": {p['detail']}" if p.get("detail") else "")
 
 
+def _constitution_loaded(p: dict[str, Any]) -> str:
+    return f"constitution {str(p.get('digest', '?'))[:12]} loaded from {p.get('source', '?')}"
+
+
+def _constitution_rejected(p: dict[str, Any]) -> str:
+    errors = p.get("errors") or []
+    return (
+        f"[red]constitution from {p.get('source', '?')} rejected[/] ({len(errors)} error(s)); kept "
+        + str(p.get("kept_digest", "?"))[:12]
+        + "".join(f"\n  • {e}" for e in errors[:5])
+    )
+
+
 _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "incident_opened": _incident_opened,
+    "constitution_loaded": _constitution_loaded,
+    "constitution_rejected": _constitution_rejected,
     "observation": lambda p: f"observed {_anomaly(p.get('anomaly'))}",
     "diagnosis": _diagnosis,
     "proposal": lambda p: "proposed " + _proposal_text(p.get("proposal") or {}),
     "decision": _decision,
     "approval": _approval,
+    "approval_request": _approval_request,
     "action_intent": _action_intent,
     "action_result": _action_result,
     "verification": _verification,
@@ -142,16 +167,26 @@ def summarize(record: AuditRecord) -> str:
 
 
 def render_timeline(incident_id: str, records: Iterable[AuditRecord], console: Console) -> int:
-    """Print the incident's timeline; returns how many records it had."""
-    table = Table(title=f"incident {incident_id}", show_lines=False, expand=False)
-    table.add_column("seq", justify="right", style="dim")
-    table.add_column("time (UTC)", no_wrap=True)
-    table.add_column("what")
-    table.add_column("detail", overflow="fold")
+    """Print the incident's timeline (seq, time, what happened, details); returns how many records it had."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(justify="right", style="dim", no_wrap=True)
+    grid.add_column(no_wrap=True)
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold", ratio=1)
+    first: AuditRecord | None = None
+    last: AuditRecord | None = None
     count = 0
     for rec in records:
-        table.add_row(str(rec.seq), rec.ts.strftime("%Y-%m-%d %H:%M:%S"), rec.kind.replace("_", " "), summarize(rec))
+        first = first or rec
+        last = rec
+        offset = int((rec.ts - first.ts).total_seconds())
+        when = rec.ts.strftime("%H:%M:%S") + f" [dim]+{offset // 60}m{offset % 60:02d}s[/]"
+        grid.add_row(f"#{rec.seq}", when, rec.kind.replace("_", " "), summarize(rec))
         count += 1
-    if count:
-        console.print(table)
+    if first is None or last is None:
+        return 0
+    console.print(
+        f"[bold]incident {incident_id}[/]: {count} records, {first.ts:%Y-%m-%d %H:%M:%S} → {last.ts:%H:%M:%S} UTC"
+    )
+    console.print(grid)
     return count
