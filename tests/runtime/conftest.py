@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -41,8 +42,26 @@ class LiveApi:
     guarded: list[GuardedSource]
 
 
+class _Switch:
+    """An ASGI app that forwards to whichever app the current test installed."""
+
+    def __init__(self) -> None:
+        self.app: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture(scope="session")
+def _loopback_switch() -> Iterator[tuple[_Switch, str]]:
+    """One real loopback server for the session; each test installs its own fresh app behind it."""
+    switch = _Switch()
+    with serve(switch) as url:
+        yield switch, url
+
+
 @pytest.fixture
-def live_api() -> Iterator[LiveApi]:
+def live_api(_loopback_switch: tuple[_Switch, str]) -> Iterator[LiveApi]:
     service = FakeIncidentService()
     service.add("inc-1")
     service.add("inc-2", state="resolved")
@@ -61,5 +80,8 @@ def live_api() -> Iterator[LiveApi]:
         metrics=metrics,
         max_body_bytes=64_000,
     )
-    with serve(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+    switch, url = _loopback_switch
+    switch.app = app
+    with httpx.Client(base_url=url, timeout=10) as client:
         yield LiveApi(url, client, service, push, alertmanager, status, metrics, clock, guarded)
+    switch.app = None
