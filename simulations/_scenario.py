@@ -210,12 +210,9 @@ def _line(lines: dict[Loc, int], loc: Loc) -> int:
 def _describe(error: Any, source: str, lines: dict[Loc, int]) -> str:
     # pydantic adds the union member's tag to the location (e.g. injections.0.fault.service);
     # drop tags that are not keys of the document so the breadcrumb matches the file.
-    raw: Loc = tuple(error["loc"])
-    loc: list[str | int] = []
-    for part in raw:
-        is_tag = len(loc) == 2 and loc[0] == "injections" and part in _INJECTION_TAGS
-        if not is_tag:
-            loc.append(part)
+    loc: Loc = tuple(error["loc"])
+    if len(loc) > 2 and loc[0] == "injections" and loc[2] in _INJECTION_TAGS:
+        loc = loc[:2] + loc[3:]  # pydantic names the union member (the injection's type) here
     where = ".".join(str(p) for p in loc) or "(top level)"
     message = error["msg"]
     if error.get("type") == "extra_forbidden":
