@@ -280,13 +280,15 @@ class SeriesDetector:
                 adwin = self.adwin
                 detector = "adwin" if adwin is not None and adwin.drift_detected else "page_hinkley"
                 return (Direction.UP if shift > 0 else Direction.DOWN), detector, shift
+        # Self-calibration: a shift must be larger than the departures this series made without one
+        # (departures while a shift may be building count only once they are judged, in _side).
+        peak = self.peak_s * self.decay
         if self.s_up < 0.5 * h and self.s_dn < 0.5 * h:
             self._adapt(r)
-        # Self-calibration: a shift must be larger than the departures this series made without one.
-        top = -self.recent if self.recent < 0 else self.recent
-        peak = self.peak_s * self.decay
-        self.peak_s = top if top > peak else peak
-        self.gate = p.surprise * self.peak_s
+            top = -self.recent if self.recent < 0 else self.recent
+            peak = max(peak, top)
+        self.peak_s = peak
+        self.gate = p.surprise * peak
         return None
 
     def _side(self, sign: int, r: float, step: float, h: float) -> float | None:
@@ -315,8 +317,10 @@ class SeriesDetector:
             return None
         recent = self.recent
         shift = max(run, recent) if sign > 0 else min(run, recent)
-        if self._material(shift, self.mu) and abs(shift) > self.gate:
+        size = -shift if shift < 0 else shift
+        if self._material(shift, self.mu) and size > self.gate:
             return shift
+        self.peak_s = max(self.peak_s, size)  # judged ordinary for this series: later ones must beat it
         if sign > 0:  # not material (yet): hold at the threshold, keep the running estimate
             self.s_up = h
         else:
