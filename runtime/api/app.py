@@ -9,9 +9,9 @@ The parts an app serves (service, tokens, sources, status, metrics) live in `app
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -59,6 +59,16 @@ def _error(
     return JSONResponse({"error": message, "detail": detail or []}, status_code=status, headers=dict(headers or {}))
 
 
+T = TypeVar("T")
+
+
+class ServiceCall(Protocol):
+    """How the API runs a synchronous service or audit method (e.g. in a worker thread, behind
+    the loop's lock, so API calls and loop work never interleave)."""
+
+    def __call__(self, fn: Callable[[], T], /) -> Awaitable[T]: ...
+
+
 # -- what one app serves ---------------------------------------------------------------------
 
 
@@ -73,6 +83,12 @@ class _Parts:
     audit: AuditQuery | None
     access_audit: AccessAudit | None
     max_body_bytes: int
+    call: ServiceCall
+
+
+async def call_inline(fn: Callable[[], T]) -> T:
+    """Default `ServiceCall`: run the service method right here, on the event loop."""
+    return fn()
 
 
 def _parts(request: Request) -> _Parts:
@@ -150,13 +166,13 @@ async def list_incidents(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     """Incidents, newest first."""
-    return parts.service.list_incidents(state=state.value if state else None, limit=limit)
+    return await parts.call(lambda: parts.service.list_incidents(state=state.value if state else None, limit=limit))
 
 
 @incidents.get("/incidents/{incident_id}", tags=["incidents"], responses={404: {"model": ApiError}})
 async def get_incident(parts: Parts, incident_id: IncidentId, who: Viewer) -> dict[str, Any]:
     """One incident with its anomalies, diagnosis, proposal, decision and approvals."""
-    incident = parts.service.get_incident(incident_id)
+    incident = await parts.call(lambda: parts.service.get_incident(incident_id))
     if incident is None:
         raise HTTPException(404, f"no incident {incident_id!r}")
     return incident
@@ -165,7 +181,7 @@ async def get_incident(parts: Parts, incident_id: IncidentId, who: Viewer) -> di
 @incidents.get("/approvals", tags=["approvals"])
 async def pending_approvals(parts: Parts, who: Viewer) -> list[dict[str, Any]]:
     """Proposals waiting for a person's approval."""
-    return parts.service.pending_approvals()
+    return await parts.call(parts.service.pending_approvals)
 
 
 @incidents.post(
@@ -177,10 +193,11 @@ async def approve(
     parts: Parts, incident_id: IncidentId, who: Approver, body: ApproveRequest | None = None
 ) -> dict[str, Any]:
     """Approve the incident's pending proposal (approver role). Audited with your identity."""
-    if parts.service.get_incident(incident_id) is None:
+    comment = (body or ApproveRequest()).comment
+    if await parts.call(lambda: parts.service.get_incident(incident_id)) is None:
         raise HTTPException(404, f"no incident {incident_id!r}")
     try:
-        return parts.service.approve(incident_id, who, (body or ApproveRequest()).comment)
+        return await parts.call(lambda: parts.service.approve(incident_id, who, comment))
     except ApprovalError as exc:
         raise HTTPException(409, str(exc)) from exc
 
@@ -192,10 +209,10 @@ async def approve(
 )
 async def reject(parts: Parts, incident_id: IncidentId, who: Approver, body: RejectRequest) -> dict[str, Any]:
     """Reject the incident's pending proposal with a reason (approver role). Audited."""
-    if parts.service.get_incident(incident_id) is None:
+    if await parts.call(lambda: parts.service.get_incident(incident_id)) is None:
         raise HTTPException(404, f"no incident {incident_id!r}")
     try:
-        return parts.service.reject(incident_id, who, body.reason)
+        return await parts.call(lambda: parts.service.reject(incident_id, who, body.reason))
     except ApprovalError as exc:
         raise HTTPException(409, str(exc)) from exc
 
@@ -225,7 +242,8 @@ async def audit_records(
     """Audit records in sequence order (auditor role)."""
     if parts.audit is None:
         raise HTTPException(501, "this daemon serves no audit queries")
-    return parts.audit.query_audit(incident=incident, kind=kind, after_seq=after, limit=limit)
+    audit = parts.audit
+    return await parts.call(lambda: audit.query_audit(incident=incident, kind=kind, after_seq=after, limit=limit))
 
 
 # -- telemetry in ----------------------------------------------------------------------------
@@ -336,8 +354,11 @@ async def _on_refused(request: Request, exc: Exception) -> JSONResponse:
     parts.metrics.api_denied.labels(status=str(exc.status)).inc()
     if parts.access_audit is not None:
         try:
-            parts.access_audit.access_denied(
-                who=exc.who, method=request.method, path=request.url.path, status=exc.status, reason=exc.message
+            access_audit = parts.access_audit
+            await parts.call(
+                lambda: access_audit.access_denied(
+                    who=exc.who, method=request.method, path=request.url.path, status=exc.status, reason=exc.message
+                )
             )
         except Exception:
             log.exception("could not audit a refused API call")
@@ -382,9 +403,11 @@ def create_app(
     audit: AuditQuery | None = None,
     access_audit: AccessAudit | None = None,
     max_body_bytes: int = 5_000_000,
+    call: ServiceCall = call_inline,
 ) -> FastAPI:
     """Build the API over `service`. `audit` defaults to `service` if it implements `AuditQuery`;
-    `access_audit` (where refused calls are recorded) likewise."""
+    `access_audit` (where refused calls are recorded) likewise. Every call into the service,
+    audit and access audit goes through `call` (default: inline on the event loop)."""
     if audit is None and isinstance(service, AuditQuery):
         audit = service
     if access_audit is None and isinstance(service, AccessAudit):
@@ -395,7 +418,7 @@ def create_app(
         description="Incidents, approvals, constitution status and audit of a Homeostat daemon.",
     )
     app.state.homeostat = _Parts(
-        service, auth, push, alertmanager, status, metrics, audit, access_audit, max_body_bytes
+        service, auth, push, alertmanager, status, metrics, audit, access_audit, max_body_bytes, call
     )
     app.add_exception_handler(_Refused, _on_refused)
     app.add_exception_handler(RequestValidationError, _on_invalid)

@@ -281,3 +281,54 @@ class TestMetricsHelpers:
         assert get("homeostat_anomalies_total", {"kind": "shift", "severity": "critical"}) == 1.0
         assert get("homeostat_incidents", {"state": "resolved"}) == 0.0
         assert get("homeostat_incidents", {"state": "open"}) == 1.0
+
+
+class TestServiceCall:
+    def test_service_calls_go_through_the_given_runner(self) -> None:
+        """With a `call` runner, every service call (and the access audit) runs through it, e.g. in a
+        worker thread behind the loop's lock, and ApprovalError still becomes a 409."""
+        import threading
+        from collections.abc import Callable
+        from typing import TypeVar
+
+        import httpx
+
+        from domain import VirtualClock
+        from runtime.api import DaemonStatus, create_app
+        from runtime.auth import TokenAuthority
+        from runtime.metrics import Metrics
+        from tests.runtime._loopback import serve
+        from tests.runtime.conftest import TOKENS
+        from tests.runtime.fakes import FakeIncidentService
+
+        T = TypeVar("T")
+        lock = threading.Lock()
+        threads: list[str] = []
+
+        async def in_worker(fn: Callable[[], T]) -> T:
+            def locked() -> T:
+                with lock:
+                    threads.append(threading.current_thread().name)
+                    return fn()
+
+            return await asyncio.to_thread(locked)
+
+        service = FakeIncidentService()
+        service.add("inc-1")
+        app = create_app(
+            service,
+            auth=TokenAuthority.from_tokens(TOKENS),
+            push=None,
+            alertmanager=None,
+            status=DaemonStatus(VirtualClock(), [], db_check=lambda: None),
+            metrics=Metrics(),
+            call=in_worker,
+        )
+        with serve(app) as url, httpx.Client(base_url=url) as client:
+            assert client.post("/v1/incidents/inc-1/approve", headers=bearer("alice")).status_code == 200
+            r = client.post("/v1/incidents/inc-1/approve", headers=bearer("alice"))
+            assert r.status_code == 409 and "not awaiting approval" in r.json()["error"]
+            assert client.get("/v1/approvals", headers={"Authorization": "Bearer bad"}).status_code == 401
+        assert len(threads) == 5  # get+approve, get+approve, access_denied
+        assert all(name != threading.main_thread().name for name in threads)
+        assert service.audit[-1]["kind"] == "access_denied"
