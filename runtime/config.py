@@ -255,8 +255,14 @@ def _resolve_paths(config: HomeostatConfig, base: Path) -> HomeostatConfig:
     )
 
 
-def parse_config(text: str, source: str = "homeostat.yaml", *, base_dir: Path | None = None) -> HomeostatConfig:
-    """Validate config text; raises `ConfigFileError` listing every problem as ``file:LINE: key: message``."""
+def parse_config(
+    text: str, source: str = "homeostat.yaml", *, base_dir: Path | None = None, check_files: bool = False
+) -> HomeostatConfig:
+    """Validate config text; raises `ConfigFileError` listing every problem as ``file:LINE: key: message``.
+
+    With `check_files`, the files the daemon reads at start (constitution, tokens file, detection
+    overrides) must exist.
+    """
     data, locate = load_yaml_with_lines(text, source)
     if data is None:
         data = {}
@@ -272,11 +278,28 @@ def parse_config(text: str, source: str = "homeostat.yaml", *, base_dir: Path | 
         config = HomeostatConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigFileError(validation_issues(exc, data, locate, source)) from exc
-    return _resolve_paths(config, base_dir or Path.cwd())
+    config = _resolve_paths(config, base_dir or Path.cwd())
+    if check_files:
+        required: list[tuple[tuple[str | int, ...], Path | None]] = [
+            (("constitution",), config.constitution),
+            (("auth", "tokens_file"), config.auth.tokens_file),
+            (("detection_overrides",), config.detection_overrides),
+        ]
+        issues = [
+            ConfigIssue(source, locate(key), key, f"file not found: {path}")
+            for key, path in required
+            if path is not None and not path.is_file()
+        ]
+        if issues:
+            raise ConfigFileError(issues)
+    return config
 
 
-def load_config(path: str | Path) -> HomeostatConfig:
-    """Read and validate ``homeostat.yaml``; relative paths inside it are relative to its folder."""
+def load_config(path: str | Path, *, check_files: bool = True) -> HomeostatConfig:
+    """Read and validate ``homeostat.yaml``; relative paths inside it are relative to its folder.
+
+    By default the constitution, tokens file and detection overrides it names must exist.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -284,4 +307,4 @@ def load_config(path: str | Path) -> HomeostatConfig:
         raise ConfigFileError([ConfigIssue(str(path), 1, (), "config file not found")]) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigFileError([ConfigIssue(str(path), 1, (), f"cannot read config file: {exc}")]) from exc
-    return parse_config(text, str(path), base_dir=path.resolve().parent)
+    return parse_config(text, str(path), base_dir=path.resolve().parent, check_files=check_files)

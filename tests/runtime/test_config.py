@@ -28,7 +28,8 @@ class TestValidConfig:
     def test_shipped_example_loads_and_builds_sources(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """The example config at the repo root is valid and every source in it can be built."""
         monkeypatch.setenv("SLACK_WEBHOOK_URL", "https://hooks.example.com/T000/B000")
-        config = load_config(REPO / "homeostat.example.yaml")
+        config = load_config(REPO / "homeostat.example.yaml", check_files=False)  # tokens.yaml is per site
+        assert config.constitution.is_file()
         built = build_sources(config)
         assert {g.name for g in built.guarded} == {config.source_name(i) for i in range(len(config.sources))}
         assert isinstance(built.push, PushSource)
@@ -40,7 +41,7 @@ class TestValidConfig:
         (tmp_path / "h.yaml").write_text(
             "constitution: rules/c.yaml\nsources:\n  - type: jsonl\n    path: data/t.jsonl\n"
         )
-        config = load_config(tmp_path / "h.yaml")
+        config = load_config(tmp_path / "h.yaml", check_files=False)
         assert config.database_url == "sqlite:///homeostat.db"
         assert config.constitution == tmp_path / "rules/c.yaml"
         source = config.sources[0]
@@ -108,6 +109,18 @@ class TestConfigErrors:
         """Two sources with the same name are refused (health and metrics are keyed by name)."""
         [error] = errors_of("sources:\n  - type: push\n  - type: push\n")
         assert "two sources are named 'push'" in error
+
+    def test_files_named_must_exist(self, tmp_path: Path) -> None:
+        """A constitution or tokens file that does not exist is reported at its key's line, resolved path included."""
+        (tmp_path / "h.yaml").write_text(
+            "database_url: sqlite:///x.db\nconstitution: c.yaml\nauth:\n  tokens_file: t.yaml\n"
+        )
+        with pytest.raises(ConfigFileError) as info:
+            load_config(tmp_path / "h.yaml")
+        assert [str(e) for e in info.value.errors] == [
+            f"{tmp_path}/h.yaml:2: constitution: file not found: {tmp_path}/c.yaml",
+            f"{tmp_path}/h.yaml:4: auth.tokens_file: file not found: {tmp_path}/t.yaml",
+        ]
 
     def test_missing_file(self, tmp_path: Path) -> None:
         """A config path that does not exist is a clear error naming the path."""
