@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from runtime import bench_cli, constitution_cli, demo, diagnose_cli, sim_cli
+from runtime import bench_cli, constitution_cli, db_cli, demo, diagnose_cli, sim_cli
 from runtime.audit import cli as audit_cli
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app.add_typer(constitution_cli.app, name="constitution")
 app.add_typer(sim_cli.app, name="sim")
 app.add_typer(bench_cli.app, name="bench")
 app.add_typer(diagnose_cli.app, name="diagnose")
+app.add_typer(db_cli.app, name="db")
 
 
 app.command()(demo.demo)

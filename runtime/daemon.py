@@ -28,7 +28,9 @@ from runtime.api.ports import DaemonStatus
 from runtime.auth import TokenAuthority
 from runtime.config import HomeostatConfig
 from runtime.constitution_watch import ConstitutionWatcher
-from runtime.detection import DetectionEngine, load_detection_config
+from runtime.db_cli import upgrade as upgrade_database
+from runtime.detection import DetectionConfig, DetectionEngine, load_detection_config
+from runtime.leader import LeaderLease, LeaseConfig
 from runtime.loop import ControlLoop, LoopOptions
 from runtime.metrics import Metrics
 from runtime.notify import IncidentChange, Notifier
@@ -93,20 +95,32 @@ class Daemon:
         allow = {action: list(config.tools.allowed_targets) for action in ActionName}
         allow[ActionName.ESCALATE] = ["*"]  # paging a human changes nothing on any target
         detection = load_detection_config(config.detection_overrides)
+        self._detection_config: DetectionConfig = detection
+        revision = upgrade_database(config.database_url)  # schema migrations first, on every start
+        log.info("database.migrated", revision=revision)
+        replicated = config.database_url.startswith(("postgresql", "postgres"))
         options = LoopOptions(
             db=database_path_or_url(config.database_url),
             constitution_path=config.constitution,
             detection=detection,
             guard=GuardConfig(allow=allow, dry_run=config.tools.dry_run),
+            fence=self._fence if replicated else None,
         )
         self.loop = ControlLoop(
             options, clock=self.clock, adapter=RoutingAdapter(target, self._page), on_change=self._on_change
         )
         self.blobs = StateBlobStore(self.loop.store.engine)
-        blob = self.blobs.get(DETECTOR_CHECKPOINT)
-        if blob is not None:
-            self.loop.detection = DetectionEngine.restore(blob, detection)
-            log.info("detection.restored", series=self.loop.detection.series_count)
+        # One process on SQLite leads by construction; replicas on PostgreSQL contend for a lease.
+        self.lease: LeaderLease | None = None
+        if replicated:
+            ha = config.ha
+            self.lease = LeaderLease(
+                self.loop.store.engine,
+                LeaseConfig(ttl_s=ha.lease_ttl_s, renew_s=ha.lease_renew_s, margin_s=ha.lease_margin_s),
+            )
+        self._leading = self.lease is None
+        if self.lease is None:
+            self._restore_detection()
         self.watcher = ConstitutionWatcher(
             config.constitution, on_change=self._constitution_changed, on_error=self._constitution_rejected
         )
@@ -129,6 +143,53 @@ class Daemon:
         self._work = asyncio.Lock()
         self._stopping = asyncio.Event()
 
+    # -- leadership ------------------------------------------------------------------------
+
+    def _restore_detection(self) -> None:
+        blob = self.blobs.get(DETECTOR_CHECKPOINT)
+        if blob is not None:
+            self.loop.detection = DetectionEngine.restore(blob, self._detection_config)
+            log.info("detection.restored", series=self.loop.detection.series_count)
+
+    def _fence(self) -> None:
+        """Before every action: this replica must hold the lease (raises LeadershipLost)."""
+        if self.lease is not None:
+            self.lease.check()
+
+    def is_leader(self) -> bool:
+        """True while this replica may poll, detect and act."""
+        if self.lease is None:
+            return self._leading
+        return self._leading and self.lease.holds()
+
+    async def renew_lease(self) -> None:
+        """Renew the lease (leader) or try to take it (follower); on gaining it, take over."""
+        if self.lease is None or self._stopping.is_set():
+            return
+        held = await asyncio.to_thread(self.lease.acquire_or_renew)
+        if held and not self._leading:
+            await self._in_worker("take_over", self._take_over)
+        elif not held and self._leading:
+            self._leading = False
+            log.error("leader.demoted", holder=self.lease.holder)
+
+    def _take_over(self) -> None:
+        """Become leader: restore detectors, re-read what the last leader wrote, settle and resume."""
+        assert self.lease is not None
+        self.lease.check()
+        self._restore_detection()
+        self.watcher.check()
+        self.loop.refresh()
+        self.loop.recover()  # intents without a result are settled by key, never repeated
+        self._leading = True
+        lease = self.lease.current()
+        log.info(
+            "leader.promoted",
+            holder=self.lease.holder,
+            epoch=self.lease.epoch,
+            acquired_at=lease.acquired_at if lease else None,
+        )
+
     # -- loop work (one at a time, in a worker thread) -------------------------------------
 
     async def _in_worker(self, name: str, fn: Callable[[], None]) -> None:
@@ -144,6 +205,8 @@ class Daemon:
                 self.metrics.loop_latency.observe(asyncio.get_running_loop().time() - started)
 
     async def poll(self, index: int) -> None:
+        if not self.is_leader():
+            return
         source = self.sources.guarded[index]
         batch = await source.poll(self.clock.now())
         if batch.samples or batch.changes or batch.anomalies:
@@ -157,15 +220,28 @@ class Daemon:
             self.metrics.anomalies.inc(len(anomalies))
 
     async def tick(self) -> None:
-        await self._in_worker("tick", self.loop.tick)
+        if self.is_leader():
+            await self._in_worker("tick", self._leader_only(self.loop.tick))
 
     async def checkpoint(self) -> None:
-        await self._in_worker("checkpoint", self._checkpoint)
+        if self.is_leader():
+            await self._in_worker("checkpoint", self._leader_only(self._checkpoint))
+
+    def _leader_only(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """Re-check leadership inside the worker: the lease may have lapsed while work queued."""
+
+        def guarded() -> None:
+            if self.is_leader():
+                fn()
+
+        return guarded
 
     def _checkpoint(self) -> None:
         self.blobs.put(DETECTOR_CHECKPOINT, self.loop.detection.snapshot(), self.clock.now())
 
     async def watch_constitution(self) -> None:
+        if not self.is_leader():  # followers re-read the file when they take over
+            return
         await self._in_worker("constitution", self._check_constitution)
 
     def _check_constitution(self) -> None:
@@ -255,9 +331,20 @@ class Daemon:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 self._event_loop.add_signal_handler(signum, self.request_stop)
         self.notifier.start()
-        await self._in_worker("recover", self.loop.recover)
         intervals = self.config.intervals
         scheduler = AsyncIOScheduler(event_loop=self._event_loop)
+        if self.lease is None:
+            await self._in_worker("recover", self.loop.recover)
+        else:
+            await self.renew_lease()
+            scheduler.add_job(
+                self.renew_lease,
+                "interval",
+                seconds=self.lease.config.renew_s,
+                id="lease",
+                max_instances=1,
+                coalesce=True,
+            )
         for i, source in enumerate(self.sources.guarded):
             every = self.sources.intervals_s.get(source.name, intervals.poll_s)
             scheduler.add_job(
@@ -295,13 +382,16 @@ class Daemon:
         scheduler.shutdown(wait=False)
         try:  # in-flight loop work gets the grace period; then detectors are checkpointed
             await asyncio.wait_for(self._work.acquire(), timeout=self.config.grace_period_s)
-            await asyncio.to_thread(self._checkpoint)
+            if self.is_leader():
+                await asyncio.to_thread(self._checkpoint)
             self._work.release()
         except TimeoutError:
             log.warning("daemon.grace_period_exceeded", grace_s=self.config.grace_period_s)
         server.should_exit = True
         await asyncio.wait({server_task}, timeout=self.config.grace_period_s)
         await self.notifier.aclose()
+        if self.lease is not None:
+            await asyncio.to_thread(self.lease.release)  # a follower takes over now, not after the TTL
         self.loop.close()
         log.info("daemon.stopped")
 

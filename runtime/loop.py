@@ -9,6 +9,7 @@ time; the daemon drives it from APScheduler jobs.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from agents.diagnosis import DeterministicDiagnoser
 from agents.graph import GraphDeps, build_incident_graph
 from agents.ports import Diagnoser
-from domain import Anomaly
+from domain import ActionOutcome, Anomaly
 from domain.clock import Clock
 from policies import Constitution, load_constitution
 from runtime.audit import AuditLog
@@ -30,7 +31,7 @@ from runtime.ports import TelemetryBatch
 from runtime.store import IncidentRow, IncidentStore, engine_for
 from runtime.supervisor import Supervisor, SupervisorSettings
 from runtime.telemetry import TelemetryStore
-from tools import Adapter, Guard, GuardConfig
+from tools import ActionRequest, Adapter, Guard, GuardConfig
 
 log = structlog.get_logger("homeostat.loop")
 
@@ -46,6 +47,22 @@ class LoopOptions:
     guard: GuardConfig | None = None
     supervisor: SupervisorSettings = field(default_factory=SupervisorSettings)
     diagnoser: Diagnoser | None = None
+    fence: Callable[[], None] | None = None
+    """Called before every action; raises (e.g. `runtime.leader.LeadershipLost`) when this
+    replica must not act. The exception aborts the graph step before the intent is written, so
+    the thread resumes at `execute` on whichever replica leads next."""
+
+
+class FencedExecutor:
+    """The guard behind a fence: no action starts unless the fence lets it."""
+
+    def __init__(self, guard: Guard, fence: Callable[[], None]) -> None:
+        self._guard = guard
+        self._fence = fence
+
+    def execute(self, request: ActionRequest) -> ActionOutcome:
+        self._fence()
+        return self._guard.execute(request)
 
 
 class ControlLoop:
@@ -58,27 +75,44 @@ class ControlLoop:
         self._record_constitution(self.constitution)
         self.telemetry = TelemetryStore()
         self.detection = DetectionEngine(options.detection)
-        self.guard = Guard(adapter, self.journal, options.guard or GuardConfig())
+        self._adapter = adapter
+        self._on_change = on_change
         self._checkpoint_conn, self.checkpointer = _checkpointer_for(options.db)
+        self.store = IncidentStore(engine_for(options.db))
+        self._assemble()
+
+    def _assemble(self) -> None:
+        """Build the guard, graph and supervisor over `self.journal`."""
+        options = self.options
+        self.guard = Guard(self._adapter, self.journal, options.guard or GuardConfig())
+        executor: Any = self.guard if options.fence is None else FencedExecutor(self.guard, options.fence)
         deps = GraphDeps(
-            clock=clock,
+            clock=self.clock,
             telemetry=self.telemetry,
             diagnoser=options.diagnoser or DeterministicDiagnoser(),
             constitution=lambda: self.constitution,
             recent_actions=self.journal.recent_actions,
-            executor=self.guard,
+            executor=executor,
             audit=self.journal,
         )
         self.graph = build_incident_graph(deps, self.checkpointer)
-        self.store = IncidentStore(engine_for(options.db))
         self.supervisor = Supervisor(
             graph=self.graph,
             store=self.store,
             journal=self.journal,
-            clock=clock,
+            clock=self.clock,
             settings=options.supervisor,
-            on_change=on_change,
+            on_change=self._on_change,
         )
+
+    def refresh(self) -> None:
+        """Re-read what other replicas wrote: the journal's index of decisions, intents and results.
+
+        A replica that becomes leader calls this before `recover()`, so the guard sees every
+        intent the previous leader wrote and settles it by key instead of repeating it.
+        """
+        self.journal = Journal(self.audit, self.clock)
+        self._assemble()
 
     def _record_constitution(self, constitution: Constitution) -> None:
         """Write the constitution's full text to the audit log once per digest, so replay can re-parse it."""
