@@ -98,3 +98,20 @@ class TestTopology:
         assert (info.model_version, info.previous_model_version) == ("sum-m-9", "sum-m-3.2")
         after = fleet.advance(10).samples
         assert {s.labels["model_version"] for s in after if s.service == "doc-summarizer"} == {"sum-m-9"}
+
+
+def test_exported_members() -> None:
+    """The package's public surface is exactly what the runtime and docs rely on."""
+    import simulations
+
+    assert set(simulations.__all__) >= {
+        "ActionResult",
+        "Fleet",
+        "Scenario",
+        "ScenarioError",
+        "SimBatch",
+        "builtin_scenarios",
+        "load_scenario",
+    }
+    for name in simulations.__all__:
+        assert hasattr(simulations, name), name
