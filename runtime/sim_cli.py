@@ -272,6 +272,11 @@ def run_bench(
     return data
 
 
+def register_bench(target: typer.Typer, name: str = "scenarios") -> None:
+    """Register the benchmark command on another sub-app too (e.g. `homeostat bench scenarios`)."""
+    target.command(name)(bench)
+
+
 @app.command("bench")
 def bench(
     scenarios: Annotated[Path | None, typer.Option(help="folder of scenario YAML files (default: shipped)")] = None,

@@ -27,6 +27,7 @@ from simulations._spec import Injection, parse_duration
 RETAINED_SAMPLES = 200_000  # about 8 h of the default fleet; older telemetry is dropped
 RETAINED_CHANGES = 10_000
 TICK_REAL_S = 0.2  # how often the server moves virtual time when running at a speed
+FIRST_POLL_WINDOW = timedelta(hours=1)  # a poll without `since` gets this much recent telemetry
 
 _INJECTION: TypeAdapter[Injection] = TypeAdapter(Injection)
 
@@ -63,9 +64,9 @@ class _Buffer:
         for change in batch.changes:
             self.changes.append((now, change))
 
-    def samples_since(self, since: datetime | None) -> list[Sample]:
+    def samples_since(self, since: datetime | None, now: datetime) -> list[Sample]:
         if since is None:
-            return list(self.samples)
+            since = now - FIRST_POLL_WINDOW
         # samples are appended in time order: walk back from the newest
         out: list[Sample] = []
         for sample in reversed(self.samples):
@@ -195,7 +196,7 @@ def create_app(  # noqa: PLR0915 -- the routes read best side by side in one fac
     async def telemetry(since: Annotated[str | None, Query()] = None) -> dict[str, Any]:
         after = _parse_since(since, "GET /telemetry")
         async with lock:
-            samples = buffer.samples_since(after)
+            samples = buffer.samples_since(after, fleet.now)
             changes = buffer.changes_since(after)
             now = fleet.now
         return {

@@ -133,3 +133,13 @@ def test_real_socket_server_moves_virtual_time_at_speed(live_server: str) -> Non
             "/actions", json={"action": "escalate", "target": "support-chat", "idempotency_key": "live-1"}
         ).json()
         assert result["status"] == "applied" and result["idempotency_key"] == "live-1"
+
+
+async def test_first_poll_without_since_gets_the_last_hour() -> None:
+    """A poll without `since` returns only the most recent hour, not the whole retained history."""
+    app = create_app(_fleet(), speed=None)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim") as c:
+        await c.post("/advance", json={"seconds": 90 * 60})
+        body = (await c.get("/telemetry")).json()
+        stamps = sorted({datetime.fromisoformat(s["ts"]) for s in body["samples"]})
+        assert (datetime.fromisoformat(body["now"]) - stamps[0]).total_seconds() == 3600 - 10
