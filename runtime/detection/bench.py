@@ -66,10 +66,10 @@ def measure_throughput(n_series: int = 1000, n_ticks: int = 200, seed: int = 0) 
         engine.observe_batch(poll)
     stage_s = time.perf_counter() - started
     values = [s.value for poll in timed for s in poll]
-    adwin = drift.ADWIN()
+    adwin = drift.ADWIN()  # type: ignore[no-untyped-call]
     started = time.perf_counter()
     for v in values:
-        adwin.update(v)
+        adwin.update(v)  # type: ignore[no-untyped-call]
     raw_s = time.perf_counter() - started
     stage = count / stage_s
     raw = len(values) / raw_s
