@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from statistics import median
 from typing import Any, Literal, Protocol, TypedDict
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -46,6 +47,28 @@ from tools.verification import evaluate_recovery
 
 #: How much history before onset counts as the baseline a recovery is judged against.
 BASELINE_WINDOW = timedelta(minutes=30)
+#: Share of an anomaly's shift that must still stand at triage for it to count as persistent.
+PERSISTENCE_SHARE = 0.5
+#: Fewer points than this since an anomaly fired cannot show it was transient: keep it.
+MIN_POINTS_TO_DISMISS = 3
+#: Anomaly kinds that are facts rather than level shifts: never dismissed as transient.
+_NOT_LEVELS = frozenset({"stale", "alert", "budget", "trend", "burn_rate"})
+
+
+def persists(anomaly: Anomaly, telemetry: TelemetryReader, now: datetime) -> bool:
+    """Whether `anomaly`'s shift still stands: the median since it fired keeps at least
+    PERSISTENCE_SHARE of the move from baseline, in the anomaly's direction (a Prometheus
+    `for:` clause, judged on data instead of time)."""
+    if anomaly.kind in _NOT_LEVELS:
+        return True
+    points = [v for _, v in telemetry.window(anomaly.service, anomaly.signal, anomaly.ts, now + timedelta(seconds=1))]
+    if len(points) < MIN_POINTS_TO_DISMISS:
+        return True
+    shift = anomaly.current - anomaly.baseline
+    if shift == 0:
+        return True
+    held = (median(points) - anomaly.baseline) / shift
+    return held >= PERSISTENCE_SHARE
 
 
 class AuditWriter(Protocol):
@@ -125,7 +148,18 @@ class _Nodes:
     # -- nodes -----------------------------------------------------------------------------
 
     def triage(self, s: IncidentGraphState) -> dict[str, Any]:
-        return self._move(s, IncidentState.DIAGNOSING, f"{len(s['anomalies'])} anomalies on {', '.join(s['services'])}")
+        """Keep the anomalies whose shift persisted since they fired; with none, the incident was transient."""
+        now = self.deps.clock.now()
+        anomalies = [Anomaly.model_validate(a) for a in s["anomalies"]]
+        kept = [a for a in anomalies if persists(a, self.deps.telemetry, now)]
+        dropped = sorted(a.id for a in anomalies if a not in kept)
+        self._audit(s, "triage", {"persisted": sorted(a.id for a in kept), "transient": dropped})
+        if not kept:
+            reason = f"transient: all {len(anomalies)} anomalies returned toward baseline before diagnosis"
+            return {"final_state": IncidentState.RESOLVED.value, "close_reason": reason}
+        services = ", ".join(sorted({a.service for a in kept}))
+        moved = self._move(s, IncidentState.DIAGNOSING, f"{len(kept)} persistent anomalies on {services}")
+        return {**moved, "anomalies": [a.model_dump(mode="json") for a in kept]}
 
     def diagnose(self, s: IncidentGraphState) -> dict[str, Any]:
         anomalies = [Anomaly.model_validate(a) for a in s["anomalies"]]
@@ -340,6 +374,10 @@ def _final_state(s: IncidentGraphState) -> tuple[IncidentState, str]:
 # -- routing ---------------------------------------------------------------------------------
 
 
+def _after_triage(s: IncidentGraphState) -> Literal["diagnose", "close"]:
+    return "close" if "final_state" in s else "diagnose"
+
+
 def _after_gate(s: IncidentGraphState) -> Literal["execute", "await_approval", "close"]:
     verdict = Verdict(s["decision"]["verdict"])
     if verdict is Verdict.AUTO:
@@ -395,7 +433,7 @@ def build_incident_graph(
         # LangGraph's node protocols name their parameter `state`; a plain Callable cannot say so.
         graph.add_node(name, step)  # type: ignore[call-overload]
     graph.add_edge(START, "triage")
-    graph.add_edge("triage", "diagnose")
+    graph.add_conditional_edges("triage", _after_triage)
     graph.add_edge("diagnose", "propose")
     graph.add_edge("propose", "gate")
     graph.add_conditional_edges("gate", _after_gate)

@@ -246,3 +246,15 @@ def test_unrecovered_action_is_undone_when_reversible() -> None:
     assert values["verification"]["recovered"] is False
     assert target.calls[0].action == ActionName.ROLLBACK_PROMPT_VERSION
     assert "proposal" in [k for k in audit.kinds()][audit.kinds().index("verification") :]
+
+
+def test_a_transient_blip_is_closed_at_triage_without_diagnosis() -> None:
+    """An anomaly whose shift did not persist closes the incident as transient: no diagnosis, no action."""
+    graph, audit, target, clock, telemetry = _harness(Cause.BAD_PROMPT_DEPLOY, "support-chat")
+    for _ in range(6):  # the series is back at its baseline right after the anomaly
+        clock.advance(10)
+        telemetry.add_samples([Sample(service="support-chat", signal="quality_score", ts=clock.now(), value=0.85)])
+    config = _start(graph, "support-chat")
+    values = graph.get_state(config).values
+    assert values["state"] == "resolved" and values["close_reason"].startswith("transient")
+    assert target.calls == [] and "diagnosis" not in audit.kinds()
