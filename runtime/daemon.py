@@ -210,14 +210,12 @@ class Daemon:
         source = self.sources.guarded[index]
         batch = await source.poll(self.clock.now())
         if batch.samples or batch.changes or batch.anomalies:
-            await self._in_worker(f"ingest:{source.name}", lambda: self._ingest(batch))
+            await self._in_worker(f"ingest:{source.name}", lambda: self._ingest(source.name, batch))
+        self.metrics.observe_sources([source.health(self.clock.now())])
 
-    def _ingest(self, batch: TelemetryBatch) -> None:
-        anomalies = self.loop.ingest(batch)
-        self.metrics.samples_ingested.inc(len(batch.samples))
-        self.metrics.changes_ingested.inc(len(batch.changes))
-        if anomalies:
-            self.metrics.anomalies.inc(len(anomalies))
+    def _ingest(self, source: str, batch: TelemetryBatch) -> None:
+        self.metrics.record_batch(source, batch)
+        self.metrics.record_anomalies(self.loop.ingest(batch))
 
     async def tick(self) -> None:
         if self.is_leader():
@@ -267,8 +265,7 @@ class Daemon:
         counts: dict[str, int] = {}
         for incident in self.loop.store.list(limit=10_000):
             counts[incident.state] = counts.get(incident.state, 0) + 1
-        for state, count in counts.items():
-            self.metrics.incidents.labels(state=state).set(count)
+        self.metrics.set_incident_counts(counts)
 
     def _threadsafe(self, fn: Callable[[], object]) -> None:
         if self._event_loop is not None and self._event_loop.is_running():
