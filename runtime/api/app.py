@@ -313,9 +313,7 @@ async def alertmanager_webhook(parts: Parts, request: Request, who: Operator) ->
         payload = parse_webhook(body)
     except ValidationError as exc:
         raise HTTPException(422, f"not an Alertmanager v4 payload: {describe_validation_error(exc)}") from exc
-    new, rejected = receiver.receive(payload)
-    for anomaly in new:
-        parts.metrics.anomalies.labels(kind=anomaly.kind, severity=anomaly.severity.value).inc()
+    new, rejected = receiver.receive(payload)  # counted in homeostat_anomalies_total when the loop ingests them
     return {"anomalies": [a.id for a in new], "rejected": [{"where": r.where, "message": r.reason} for r in rejected]}
 
 

@@ -445,3 +445,12 @@ class TestAlertmanagerOverHttp:
         bad = live_api.client.post("/v1/alertmanager", json={"alerts": "x"}, headers=bearer("otto"))
         assert bad.status_code == 422 and "version" in bad.json()["error"]
         assert isinstance(live_api.client, httpx.Client)
+
+
+def test_webhook_anomalies_are_counted_once_by_the_loop(live_api: Any) -> None:
+    """The webhook does not count anomalies itself: the loop's record_anomalies counts each one once."""
+    from tests.runtime.conftest import bearer
+
+    live_api.client.post("/v1/alertmanager", json=alert_payload(alert("fpY")), headers=bearer("otto"))
+    get = live_api.metrics.registry.get_sample_value
+    assert get("homeostat_anomalies_total", {"kind": "alert", "severity": "critical"}) is None
