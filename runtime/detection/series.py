@@ -235,7 +235,7 @@ class SeriesDetector:
             self.pending_spike = None
             if (held[2] > 0 and z >= clip) or (held[2] < 0 and z <= -clip):
                 self.recent = held[3]
-                found = self._cusum(held[3], held[4], river_drift=False)
+                found = self._cusum(held[3], held[4], river_drift=False, learn=False)
                 if found is not None:
                     out = out or []
                     out.append(self._raise_shift(held[0], held[1], *found))
@@ -258,7 +258,7 @@ class SeriesDetector:
             out.append(self._raise_shift(ts, x, *found))
         return out
 
-    def _cusum(self, r: float, zc: float, river_drift: bool) -> tuple[Direction, str, float] | None:
+    def _cusum(self, r: float, zc: float, river_drift: bool, learn: bool = True) -> tuple[Direction, str, float] | None:
         """Two one-sided CUSUMs on the clipped robust z; fires on a material shift in a watched way."""
         p = self.p
         k = p.cusum_k
@@ -276,14 +276,15 @@ class SeriesDetector:
         if river_drift:
             shift = self.fast
             ok_dir = (shift > 0 and self.watch_up) or (shift < 0 and self.watch_dn)
-            if ok_dir and abs(shift) >= p.confirm_z * self.sigma and self._material(shift, mu):
+            size = -shift if shift < 0 else shift
+            if ok_dir and size >= p.confirm_z * self.sigma and self._material(shift, mu) and size > self.gate:
                 adwin = self.adwin
                 detector = "adwin" if adwin is not None and adwin.drift_detected else "page_hinkley"
                 return (Direction.UP if shift > 0 else Direction.DOWN), detector, shift
         # Self-calibration: a shift must be larger than the departures this series made without one
         # (departures while a shift may be building count only once they are judged, in _side).
         peak = self.peak_s * self.decay
-        if self.s_up < 0.5 * h and self.s_dn < 0.5 * h:
+        if learn and self.s_up < 0.5 * h and self.s_dn < 0.5 * h:
             self._adapt(r)
             top = -self.recent if self.recent < 0 else self.recent
             peak = max(peak, top)
