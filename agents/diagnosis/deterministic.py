@@ -138,8 +138,8 @@ class DeterministicDiagnoser:
     """How far before onset the baseline window reaches."""
     after: timedelta = timedelta(minutes=30)
     """How far after onset the symptom window reaches (capped at the incident's `now`)."""
-    change_lookback: timedelta = timedelta(hours=1)
-    """Changes this long before onset may still explain it (their weight halves every 15 min)."""
+    change_lookback: timedelta = timedelta(hours=2)
+    """Changes this long before onset may still explain it (their weight halves every 30 min)."""
     abstain_below: float = 0.5
     """Below this confidence the diagnosis is cause=unknown."""
     name: str = field(default="deterministic", init=False)
@@ -201,7 +201,9 @@ class DeterministicDiagnoser:
 
         ranks = rank_services(symptoms, topology, incident, anomaly_ids)
         hypotheses: list[Hypothesis] = []
-        hypotheses += self._change_hypotheses(incident, changes, symptoms, anomaly_ids)
+        change_hypotheses = self._change_hypotheses(incident, changes, symptoms, anomaly_ids)
+        hypotheses += change_hypotheses
+        hypotheses += _changed_callee_hypotheses(change_hypotheses, topology, symptoms, incident)
         hypotheses += _provider_hypotheses(topology, symptoms, anomaly_ids, changes)
         hypotheses += _upstream_hypotheses(ranks, topology, symptoms, anomaly_ids, incident)
         hypotheses += _symptom_hypotheses(incident, symptoms, anomaly_ids, changes)
@@ -217,14 +219,30 @@ class DeterministicDiagnoser:
         anomaly_ids: Mapping[tuple[str, str], str],
     ) -> list[Hypothesis]:
         out: list[Hypothesis] = []
+        topology = incident.telemetry.topology()
+        changed_services = {c.service for c in changes}
         for change in changes:
             sym = symptoms.get(change.service)
             if sym is None:
                 continue
+            # If services that share this one's provider but changed nothing show the same errors
+            # and latency, the change cannot explain those: something shared (the provider) can.
+            # Only the errors/latency part of the evidence is discounted.
+            info = topology.services.get(change.service)
+            peers = [
+                p
+                for p in (topology.on_provider(info.provider) if info and info.provider else [])
+                if p != change.service and p not in changed_services and p in symptoms
+            ]
+            shared = (
+                sum(max(symptoms[p].s(Signal.ERROR_RATE), symptoms[p].latency()) for p in peers) / len(peers)
+                if peers
+                else 0.0
+            )
             lead_s = (incident.onset - change.ts).total_seconds()
-            # A change right before onset weighs 2; the weight halves every 15 minutes; a change
-            # after onset cannot have caused it (weight 0.3 for clock skew).
-            proximity = 2.0 * 0.5 ** (lead_s / 900.0) if lead_s >= 0 else 0.3
+            # A change right before onset weighs 2; the weight halves every 30 minutes (gradual
+            # rollouts surface late); a change after onset cannot have caused it (0.3, clock skew).
+            proximity = 2.0 * 0.5 ** (lead_s / 1800.0) if lead_s >= 0 else 0.3
             change_ev = ChangeEvidence(
                 change_id=change.id,
                 service=change.service,
@@ -261,7 +279,7 @@ class DeterministicDiagnoser:
                 candidates.append(
                     (
                         Cause.TOKENIZER_MISMATCH,
-                        weight * (e + 1.5 * t_drop + (0.5 * q if (e or t_drop) else 0.0)),
+                        weight * (1.5 * t_drop + (e + 0.5 * q if t_drop else 0.0)),
                         [Signal.ERROR_RATE, Signal.TOKENS_PER_REQUEST, Signal.QUALITY_SCORE],
                         "errors/parse failures up and tokens per request down (truncation)",
                     )
@@ -300,7 +318,7 @@ class DeterministicDiagnoser:
                     Hypothesis(
                         cause=cause,
                         service=change.service,
-                        score=proximity + pattern,
+                        score=proximity + pattern - min(shared, max(e, lat)),
                         rationale=f"{what} on {change.service}; {why}",
                         evidence=tuple(evidence),
                         provider=change.to_value if cause is Cause.PROVIDER_DEGRADATION else None,
@@ -326,17 +344,27 @@ def _provider_hypotheses(
         members = [s for s in topology.on_provider(provider) if s in symptoms]
         if not members:
             continue
-        hit = {s: max(symptoms[s].s(Signal.ERROR_RATE), symptoms[s].latency()) for s in members}
+        # Errors or latency on each member; one service alone on a provider cannot tell provider
+        # from service, so it must show errors and latency together.
+        pick = max if len(members) >= 2 else min
+        hit = {s: pick(symptoms[s].s(Signal.ERROR_RATE), symptoms[s].latency()) for s in members}
         if min(hit.values()) <= 0:
             continue  # not every service of the provider suffers: not the provider
-        others = [max(sym.s(Signal.ERROR_RATE), sym.latency()) for s, sym in symptoms.items() if s not in members]
+        # Callers of the provider's services are expected to follow them; only the rest count
+        # against the provider explanation.
+        followers = {c for m in members for c in _transitive_callers(topology, m)}
+        others = [
+            max(sym.s(Signal.ERROR_RATE), sym.latency())
+            for s, sym in symptoms.items()
+            if s not in members and s not in followers
+        ]
         spread_elsewhere = sum(others) / len(others) if others else 0.0
         changed = {c.service for c in changes if c.service in members}
         score = 0.5 + sum(hit.values()) / len(hit) + 0.5 * min(hit.values()) - spread_elsewhere
         if len(members) >= 2:
             score += 1.0 + 0.25 * min(len(members) - 2, 4)
         else:
-            score -= 0.5  # one service alone on a provider cannot tell provider from service
+            score -= 0.5
         if changed:
             score -= 0.5 * len(changed) / len(members)
         worst = sorted(members, key=lambda s: (-symptoms[s].overall(), s))[0]
@@ -354,6 +382,36 @@ def _provider_hypotheses(
                 ),
                 evidence=tuple(evidence),
                 provider=provider,
+            )
+        )
+    return out
+
+
+def _changed_callee_hypotheses(
+    change_hypotheses: Sequence[Hypothesis],
+    topology: Topology,
+    symptoms: Mapping[str, ServiceSymptoms],
+    incident: IncidentContext,
+) -> list[Hypothesis]:
+    """A change that hurt a service whose anomalous callers are part of the incident is an
+    upstream dependency of theirs: the remedy acts on the callee (the change stays evidence)."""
+    incident_services = {a.service for a in incident.anomalies}
+    out: list[Hypothesis] = []
+    for h in change_hypotheses:
+        callers = [
+            c
+            for c in _transitive_callers(topology, h.service)
+            if c in incident_services and symptoms.get(c, _EMPTY).overall() > 0
+        ]
+        if not callers or h.cause in (Cause.PROVIDER_DEGRADATION, Cause.COST_MISROUTING):
+            continue
+        out.append(
+            Hypothesis(
+                cause=Cause.UPSTREAM_DEPENDENCY,
+                service=h.service,
+                score=h.score + 0.5,
+                rationale=f"{h.rationale}; its callers {', '.join(callers)} degraded with it: act on {h.service}",
+                evidence=h.evidence,
             )
         )
     return out
@@ -456,7 +514,11 @@ def _symptom_hypotheses(
                 Hypothesis(
                     cause=Cause.SAFETY_REGRESSION,
                     service=service,
-                    score=1.0 + policy + 0.5 * sym.s(Signal.HALLUCINATION_RATE),
+                    score=1.0
+                    + policy
+                    + 0.5 * sym.s(Signal.HALLUCINATION_RATE)
+                    - 0.7 * sym.s(Signal.QUALITY_SCORE)
+                    - 0.5 * max(sym.s(Signal.ERROR_RATE), sym.latency()),
                     rationale=f"policy violations rose on {service} with no change event",
                     evidence=tuple(
                         sym.evidence([Signal.POLICY_VIOLATION_RATE, Signal.HALLUCINATION_RATE], anomaly_ids)
@@ -467,6 +529,7 @@ def _symptom_hypotheses(
         if quality > 0 and service not in changed:
             trend = 1.0 if (service, Signal.QUALITY_SCORE.value) in trend_signals else 0.0
             score = 1.5 + 1.5 * quality + trend + 0.5 * sym.s(Signal.HALLUCINATION_RATE)
+            score += 0.5 * sym.s(Signal.CACHE_HIT_RATE)  # the input mix shifted
             score -= sym.s(Signal.ERROR_RATE) + 0.5 * sym.latency() + 0.5 * policy
             out.append(
                 Hypothesis(

@@ -168,9 +168,9 @@ def provider_outage() -> Scenario:
 def upstream_dependency() -> Scenario:
     return Scenario(
         effects={
+            (KB, Signal.LATENCY_P50_MS): 3.0,
             (KB, Signal.LATENCY_P95_MS): 4.0,
             (KB, Signal.LATENCY_P99_MS): 4.0,
-            (KB, Signal.ERROR_RATE): 8.0,
             (SC, Signal.LATENCY_P95_MS): 2.0,
             (SC, Signal.LATENCY_P99_MS): 2.0,
         },
