@@ -30,7 +30,7 @@ from runtime.gameday import FleetAdapter
 from runtime.loop import ControlLoop, LoopOptions
 from runtime.metrics import Metrics
 from runtime.ports import TelemetryBatch
-from simulations import load_scenario
+from simulations import Scenario, load_scenario
 from tools import CallableAdapter, GuardConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,6 +68,7 @@ class _Locked:
 @dataclass
 class World:
     loop: ControlLoop
+    scenario: Scenario
     fleet: Any
     clock: VirtualClock
     status: DaemonStatus
@@ -104,7 +105,8 @@ class World:
 
 def build_world(db: Path, scenario: str = "provider_outage", *, refresh_s: float = 0.5) -> World:
     """The loop on `scenario`, the API app and the console, not yet serving."""
-    fleet = load_scenario(SCENARIOS / f"{scenario}.yaml").build_fleet()
+    loaded = load_scenario(SCENARIOS / f"{scenario}.yaml")
+    fleet = loaded.build_fleet()
     clock = VirtualClock(fleet.now)
     adapter = FleetAdapter(fleet, clock)
     options = LoopOptions(db=str(db), guard=GuardConfig(allow={a: ["*"] for a in ActionName}))
@@ -127,7 +129,7 @@ def build_world(db: Path, scenario: str = "provider_outage", *, refresh_s: float
         constitution=lambda: loop.constitution,
         settings=ConsoleSettings(refresh_s=refresh_s),
     )
-    return World(loop=loop, fleet=fleet, clock=clock, status=status, app=app, lock=lock)
+    return World(loop=loop, scenario=loaded, fleet=fleet, clock=clock, status=status, app=app, lock=lock)
 
 
 @contextmanager

@@ -122,9 +122,11 @@ def test_approver_approves_the_failover_and_watches_it_resolve(outage: tuple[Wor
     page.screenshot(path=str(ARTIFACTS / "incidents.png"), full_page=True)
 
 
-def test_viewer_sees_no_approve_button_and_a_forged_approval_is_refused(outage: tuple[World, str], page: Page) -> None:
+def test_viewer_sees_no_approve_button_and_a_forged_approval_is_refused(
+    paused_outage: tuple[World, str], page: Page
+) -> None:
     """A viewer gets no approve form; a hand-made approve POST (console or API) answers 403 and changes nothing."""
-    world, incident_id = outage
+    world, incident_id = paused_outage
     sign_in(page, world, VIEWER_TOKEN)
     page.click(f"tr[data-incident='{incident_id}'] a")
     expect(page.locator("#state")).to_have_text("awaiting approval")

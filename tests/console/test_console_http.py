@@ -10,19 +10,13 @@ import httpx
 import pytest
 
 from domain import IncidentState
-from tests.console._world import APPROVER_TOKEN, AUDITOR_TOKEN, VIEWER_TOKEN, World, build_world, serving
-from tests.console.conftest import failover_pending
+from tests.console._world import APPROVER_TOKEN, AUDITOR_TOKEN, VIEWER_TOKEN, World
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, str]]:
-    """One served world, paused with the failover awaiting approval; tests here must not answer it."""
-    world = build_world(tmp_path_factory.mktemp("console") / "console.sqlite")
-    with serving(world):
-        world.run_until(lambda: failover_pending(world) is not None)
-        pending = failover_pending(world)
-        assert pending is not None
-        yield world, pending["id"]
+@pytest.fixture
+def served(paused_outage: tuple[World, str]) -> tuple[World, str]:
+    """The shared world with the failover awaiting approval; tests here must not answer it."""
+    return paused_outage
 
 
 def _origin(world: World) -> str:
