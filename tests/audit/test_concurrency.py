@@ -36,7 +36,7 @@ class TestConcurrentWriters:
 
             def write(name: str) -> None:
                 try:
-                    for i in range(40):
+                    for i in range(20):
                         log.append("observation", {"writer": name, "i": i}, incident_id=name, ts=T0)
                 except BaseException as exc:  # surfaced below
                     errors.append(exc)
@@ -47,7 +47,7 @@ class TestConcurrentWriters:
             for t in threads:
                 t.join()
             assert not errors
-        _assert_one_chain(db_url, 320)
+        _assert_one_chain(db_url, 160)
 
     def test_threads_with_their_own_handles(self, db_url: str) -> None:
         """Threads each opening their own AuditLog (as replicas would) still share one chain."""
@@ -75,11 +75,11 @@ class TestConcurrentWriters:
         AuditLog(db_url).close()
         ctx = multiprocessing.get_context("fork")  # children inherit the imports: fast start
         go = ctx.Event()
-        procs = [ctx.Process(target=_write_in_child, args=(db_url, name, 150, go)) for name in ("proc-a", "proc-b")]
+        procs = [ctx.Process(target=_write_in_child, args=(db_url, name, 100, go)) for name in ("proc-a", "proc-b")]
         for p in procs:
             p.start()
         go.set()
         for p in procs:
             p.join(120)
             assert p.exitcode == 0
-        _assert_one_chain(db_url, 300)
+        _assert_one_chain(db_url, 200)

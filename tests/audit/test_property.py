@@ -32,7 +32,7 @@ def stored(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 
 class TestAnyMutationIsDetected:
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=150, deadline=None)
     @given(index=st.integers(0, N - 1), field=st.sampled_from(sorted(FIELDS)), junk=st.text(min_size=1, max_size=20))
     def test_changing_any_field_of_any_record_is_caught_at_that_record(
         self, stored: tuple[list[Row], Hasher], index: int, field: str, junk: str
