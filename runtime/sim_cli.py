@@ -261,6 +261,7 @@ def run_bench(
             "false_actions",
             "false_incidents",
             "unsafe_actions",
+            "wrong_actions",
             "denied_actions",
         ):
             summary.add_row(key, str(data["overall"][key]), str(data["baseline"][key]) if baseline else "-")

@@ -107,6 +107,7 @@ class ScenarioScore(_Data):
     false_actions: int
     unsafe_actions: int
     denied_actions: int
+    wrong_actions: int = Field(0, description="applied remediations in a fault scenario matching no acceptable one")
     actions: tuple[str, ...] = ()
 
 
@@ -127,6 +128,7 @@ class BenchSummary(_Data):
     false_incidents: int
     unsafe_actions: int
     denied_actions: int
+    wrong_actions: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -214,6 +216,7 @@ def score(scenario: Scenario, outcome: PlayOutcome) -> ScenarioScore:
         false_actions=0,
         unsafe_actions=unsafe,
         denied_actions=denied,
+        wrong_actions=sum(1 for a in applied if a.action != ActionName.ESCALATE.value and not _is_right(a, truths)),
         actions=names,
     )
 
@@ -262,6 +265,7 @@ def summarize(scores: Sequence[ScenarioScore], *, controller: str | None = None)
         false_incidents=sum(s.false_incidents for s in scores),
         unsafe_actions=sum(s.unsafe_actions for s in scores),
         denied_actions=sum(s.denied_actions for s in scores),
+        wrong_actions=sum(s.wrong_actions for s in scores),
     )
 
 

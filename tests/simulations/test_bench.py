@@ -70,7 +70,7 @@ class TestScore:
         )
         result = score(sc, outcome)
         assert (result.detected, result.diagnosis_correct, result.action_correct) == (True, False, False)
-        assert result.unsafe_actions == 1 and result.denied_actions == 1
+        assert result.unsafe_actions == 1 and result.denied_actions == 1 and result.wrong_actions == 1
         assert result.recovered is False and result.observed_s == 65 * 60
 
     def test_incident_before_onset_is_false(self) -> None:
