@@ -67,6 +67,36 @@ def test_each_cause_of_the_taxonomy_is_recognised(build: object, cause: Cause, s
     assert d.evidence
 
 
+class TestConfoundersAndDependencies:
+    def test_a_benign_deploy_before_a_provider_outage_is_not_blamed(self) -> None:
+        """A model deploy on one llm-alpha service does not explain errors on its undeployed peer."""
+        scenario = fleet.provider_outage()
+        scenario.changes = [fleet.change(fleet.DS, ChangeKind.MODEL_VERSION, 5)]
+        d = diagnose(scenario)
+        assert (d.cause, d.provider) == (Cause.PROVIDER_DEGRADATION, "llm-alpha")
+
+    def test_a_bad_change_on_a_callee_is_an_upstream_dependency_with_the_change_as_evidence(self) -> None:
+        """When kb-retriever's model change hurts it and support-chat follows, act on kb-retriever."""
+        scenario = fleet.Scenario(
+            effects={
+                (fleet.KB, Signal.QUALITY_SCORE): 0.7,
+                (fleet.KB, Signal.HALLUCINATION_RATE): 4.0,
+                (fleet.SC, Signal.QUALITY_SCORE): 0.8,
+                (fleet.SC, Signal.HALLUCINATION_RATE): 3.0,
+            },
+            changes=[fleet.change(fleet.KB, ChangeKind.MODEL_VERSION, 4)],
+            anomalies=[(fleet.SC, Signal.QUALITY_SCORE, fleet.DOWN)],
+        )
+        d = diagnose(scenario)
+        assert (d.cause, d.service) == (Cause.UPSTREAM_DEPENDENCY, fleet.KB)
+        assert any(isinstance(e, ChangeEvidence) and e.service == fleet.KB for e in d.evidence)
+
+    def test_a_lone_slow_service_on_its_own_provider_is_not_a_provider_outage(self) -> None:
+        """Latency alone on the only service of a provider is not enough to blame the provider."""
+        d = diagnose(fleet.upstream_dependency())
+        assert d.cause is not Cause.PROVIDER_DEGRADATION
+
+
 class TestAbstention:
     def test_weak_evidence_abstains_with_low_confidence(self) -> None:
         """A 4 % wobble is not a diagnosis: cause unknown, confidence below one half."""
