@@ -8,6 +8,7 @@ instead of the raw source: `poll` never raises, and `health(now)` says how fresh
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -16,6 +17,12 @@ from runtime.ports import TelemetryBatch, TelemetrySource
 log = logging.getLogger(__name__)
 
 _MAX_ERROR_TEXT = 500
+_USERINFO = re.compile(r"(://)[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """Hide credentials written into URLs (``https://user:password@host``) before text is logged or served."""
+    return _USERINFO.sub(r"\1***@", text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +104,7 @@ class GuardedSource:
             self._failures += 1
             delay = self.backoff_delay(self._failures)
             self._next_attempt = now + timedelta(seconds=delay)
-            self._last_error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_TEXT]
+            self._last_error = redact(f"{type(exc).__name__}: {exc}")[:_MAX_ERROR_TEXT]
             self._polled_once = True
             log.warning(
                 "source %s failed (%d in a row), next attempt in %.1fs: %s",
@@ -114,7 +121,7 @@ class GuardedSource:
         self._last_error = None
         self._last_success = now
         self._polled_once = True
-        self._warnings = tuple(getattr(self.source, "poll_warnings", ()) or ())
+        self._warnings = tuple(redact(str(w)) for w in getattr(self.source, "poll_warnings", ()) or ())
         return batch
 
     def health(self, now: datetime) -> SourceHealth:

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from domain import Sample
 from runtime.ports import TelemetryBatch
 from runtime.sources._parse import Rejection, SourceError, describe_validation_error
+from runtime.sources.guard import redact
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class PrometheusSource:
         if failed == len(self._queries):
             raise SourceError("; ".join(self.poll_warnings))
         for warning in self.poll_warnings:
-            log.warning("source %s: %s", self.name, warning)
+            log.warning("source %s: %s", self.name, redact(warning))
         return TelemetryBatch(samples=samples)
 
     async def _run(self, query: PromQuery, state: _QueryState, now: datetime) -> list[Sample]:

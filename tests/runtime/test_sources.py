@@ -179,6 +179,18 @@ class TestGuardedSource:
         assert delays == [2.0, 4.0, 4.0, 4.0]
         await source.aclose()
 
+    async def test_credentials_in_urls_never_reach_health_or_logs(self, caplog: pytest.LogCaptureFixture) -> None:
+        """A source URL with user:password shows in health and logs with the credentials masked."""
+        with serve(Starlette()) as url:
+            dead = url.replace("http://", "http://scraper:hunter2@")
+        source = PrometheusSource(dead, [PromQuery("error_rate", "x")], mode="instant", timeout_s=1)
+        guard = GuardedSource(source)
+        await guard.poll(T0)
+        await source.aclose()
+        error = guard.health(T0).last_error or ""
+        assert "http://***@127.0.0.1" in error
+        assert "hunter2" not in error and "hunter2" not in caplog.text
+
     async def test_recovery_resets_backoff_and_staleness_follows_time(self) -> None:
         """After a success the source is healthy; with no success for stale_after_s it turns unhealthy."""
         calls = {"n": 0}
