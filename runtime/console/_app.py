@@ -26,7 +26,7 @@ from policies import Constitution
 from runtime.api.ports import AccessAudit, StatusProvider
 from runtime.auth import TokenAuthority
 from runtime.console._session import COOKIE, Session, Sessions
-from runtime.console._views import ChartWindow, incident_page, offset, short_time, state_class
+from runtime.console._views import ChartWindow, compact_time, incident_page, offset, short_time, state_class
 from runtime.console.ports import AuditTrail, SeriesQuery
 from runtime.ports import ApprovalError, IncidentService
 
@@ -109,6 +109,7 @@ def mount_console(
         lstrip_blocks=True,
     )
     env.filters["short_time"] = short_time
+    env.filters["compact_time"] = compact_time
     env.filters["state_class"] = state_class
     env.filters["pct"] = lambda v: f"{float(v):.0%}"
     env.filters["num"] = lambda v: f"{float(v):.4g}"

@@ -182,6 +182,13 @@ def short_time(value: Any) -> str:
     return f"{ts:%Y-%m-%d %H:%M:%S}Z"
 
 
+def compact_time(value: Any) -> str:
+    """``03-02 09:40:10`` (UTC) for tables; empty for None."""
+    if value in (None, ""):
+        return ""
+    return f"{_ts(value):%m-%d %H:%M:%S}"
+
+
 def offset(ts: datetime, origin: datetime) -> str:
     seconds = int((ts - origin).total_seconds())
     sign = "\u2212" if seconds < 0 else "+"
