@@ -226,7 +226,25 @@ class AuditLog:
             with conn.begin():
                 yield conn
 
+    def _schema_complete(self) -> bool:
+        """PostgreSQL: tables, head row and all three triggers already there (then no DDL, no DDL locks)."""
+        try:
+            with self._read() as conn:
+                triggers = conn.execute(
+                    text(
+                        "SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                        "WHERE c.relnamespace = current_schema()::regnamespace AND t.tgname IN "
+                        "('audit_records_no_update_delete', 'audit_records_no_truncate', 'audit_head_no_delete')"
+                    )
+                ).scalar_one()
+                head = conn.execute(_SELECT_HEAD).first() if triggers == 3 else None
+        except SQLAlchemyError:
+            return False
+        return head is not None
+
     def _create_schema(self) -> None:
+        if not self.dialect_is_sqlite and self._schema_complete():
+            return
         try:
             with self._write() as conn:
                 if not self.dialect_is_sqlite:

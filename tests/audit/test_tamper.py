@@ -231,3 +231,16 @@ class TestMalformedRows:
         a.execute("UPDATE audit_records SET ts = X'3132' WHERE seq = 3")
         report = _verify(db, None)
         assert (report.ok, report.problem, report.first_bad_seq) == (False, "malformed", 3)
+
+
+class TestTriggersComeBack:
+    def test_opening_the_log_reinstalls_dropped_triggers(
+        self, db_url: str, attacker: Callable[[str], Attacker]
+    ) -> None:
+        """When the daemon next opens the log, triggers an attacker dropped are back in force."""
+        _chain(db_url, None)
+        a = attacker(db_url)
+        a.drop_triggers()
+        AuditLog(db_url).close()
+        with pytest.raises(Exception, match="append-only"):
+            a.execute("DELETE FROM audit_records WHERE seq = 1")
