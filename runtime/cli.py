@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from runtime import bench_cli, constitution_cli, db_cli, demo, diagnose_cli, sim_cli
+from runtime import approvals_cli, bench_cli, constitution_cli, db_cli, demo, diagnose_cli, sim_cli
 from runtime.audit import cli as audit_cli
+from runtime.auth import token_app
 
 app = typer.Typer(
     name="homeostat",
@@ -22,6 +23,8 @@ app.add_typer(sim_cli.app, name="sim")
 app.add_typer(bench_cli.app, name="bench")
 app.add_typer(diagnose_cli.app, name="diagnose")
 app.add_typer(db_cli.app, name="db")
+app.add_typer(approvals_cli.app, name="approvals")
+app.add_typer(token_app, name="token")
 
 
 app.command()(demo.demo)

@@ -11,9 +11,13 @@ within the grace period, checkpoint the detectors and exit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import signal
-from collections.abc import Callable
-from typing import Any
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import structlog
 import uvicorn
@@ -27,6 +31,7 @@ from runtime.api.app import create_app
 from runtime.api.ports import DaemonStatus
 from runtime.auth import TokenAuthority
 from runtime.config import HomeostatConfig
+from runtime.console import mount_console
 from runtime.constitution_watch import ConstitutionWatcher
 from runtime.db_cli import upgrade as upgrade_database
 from runtime.detection import DetectionConfig, DetectionEngine, load_detection_config
@@ -40,6 +45,8 @@ from runtime.store import IncidentRow, StateBlobStore
 from tools import ActionRequest, GuardConfig, SimulatorHttpAdapter
 
 log = structlog.get_logger("homeostat.daemon")
+
+T = TypeVar("T")
 
 DETECTOR_CHECKPOINT = "detection"
 
@@ -78,6 +85,26 @@ def database_path_or_url(url: str) -> str:
     return url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
 
 
+SCHEMA_LOCK_KEY = 0x486F6D65  # "Home": the advisory lock serialising replicas' schema set-up
+
+
+@contextlib.contextmanager
+def schema_lock(url: str) -> Iterator[None]:
+    """On PostgreSQL, hold a session advisory lock while the caller creates or migrates tables."""
+    if not url.startswith(("postgresql", "postgres")):
+        yield
+        return
+    import psycopg
+
+    plain = re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
+
+
 class Daemon:
     def __init__(self, config: HomeostatConfig, *, clock: Clock | None = None) -> None:
         self.config = config
@@ -85,39 +112,37 @@ class Daemon:
         self.metrics = Metrics()
         self.sources = build_sources(config)
         self._event_loop: asyncio.AbstractEventLoop | None = None
-        self.notifier = Notifier(
-            config.notifications.webhooks,
-            states=[s.value for s in config.notifications.states],
-            max_attempts=config.notifications.max_attempts,
-            metrics=self.metrics,
-        )
+        self.notifier = Notifier.from_config(config.notifications, metrics=self.metrics)
         target = SimulatorHttpAdapter(config.tools.simulator_url) if config.tools.simulator_url else None
         allow = {action: list(config.tools.allowed_targets) for action in ActionName}
         allow[ActionName.ESCALATE] = ["*"]  # paging a human changes nothing on any target
         detection = load_detection_config(config.detection_overrides)
         self._detection_config: DetectionConfig = detection
-        revision = upgrade_database(config.database_url)  # schema migrations first, on every start
-        log.info("database.migrated", revision=revision)
-        replicated = config.database_url.startswith(("postgresql", "postgres"))
-        options = LoopOptions(
-            db=database_path_or_url(config.database_url),
-            constitution_path=config.constitution,
-            detection=detection,
-            guard=GuardConfig(allow=allow, dry_run=config.tools.dry_run),
-            fence=self._fence if replicated else None,
-        )
-        self.loop = ControlLoop(
-            options, clock=self.clock, adapter=RoutingAdapter(target, self._page), on_change=self._on_change
-        )
-        self.blobs = StateBlobStore(self.loop.store.engine)
-        # One process on SQLite leads by construction; replicas on PostgreSQL contend for a lease.
-        self.lease: LeaderLease | None = None
-        if replicated:
-            ha = config.ha
-            self.lease = LeaderLease(
-                self.loop.store.engine,
-                LeaseConfig(ttl_s=ha.lease_ttl_s, renew_s=ha.lease_renew_s, margin_s=ha.lease_margin_s),
+        # Replicas starting together must not race on DDL (alembic, LangGraph's and the audit
+        # log's CREATE ... IF NOT EXISTS collide in PostgreSQL's catalog): one at a time.
+        with schema_lock(config.database_url):
+            revision = upgrade_database(config.database_url)  # schema migrations first, on every start
+            log.info("database.migrated", revision=revision)
+            replicated = config.database_url.startswith(("postgresql", "postgres"))
+            options = LoopOptions(
+                db=database_path_or_url(config.database_url),
+                constitution_path=config.constitution,
+                detection=detection,
+                guard=GuardConfig(allow=allow, dry_run=config.tools.dry_run),
+                fence=self._fence if replicated else None,
             )
+            self.loop = ControlLoop(
+                options, clock=self.clock, adapter=RoutingAdapter(target, self._page), on_change=self._on_change
+            )
+            self.blobs = StateBlobStore(self.loop.store.engine)
+            # One process on SQLite leads by construction; replicas on PostgreSQL contend for a lease.
+            self.lease: LeaderLease | None = None
+            if replicated:
+                ha = config.ha
+                self.lease = LeaderLease(
+                    self.loop.store.engine,
+                    LeaseConfig(ttl_s=ha.lease_ttl_s, renew_s=ha.lease_renew_s, margin_s=ha.lease_margin_s),
+                )
         self._leading = self.lease is None
         if self.lease is None:
             self._restore_detection()
@@ -139,9 +164,24 @@ class Daemon:
             audit=self,
             access_audit=self,
             max_body_bytes=config.api.max_body_bytes,
+            call=self._serialized,
+        )
+        mount_console(
+            self.app,
+            service=self.loop.supervisor,
+            auth=auth,
+            series=self.loop.telemetry,
+            audit=self.loop.audit,
+            status=self.status,
+            clock=self.clock,
+            constitution=lambda: self.loop.constitution,
+            access_audit=self,
         )
         self._work = asyncio.Lock()
         self._stopping = asyncio.Event()
+        self._lease_stop = threading.Event()
+        self._promoting = threading.Event()
+        self._lease_thread: threading.Thread | None = None
 
     # -- leadership ------------------------------------------------------------------------
 
@@ -162,16 +202,31 @@ class Daemon:
             return self._leading
         return self._leading and self.lease.holds()
 
-    async def renew_lease(self) -> None:
-        """Renew the lease (leader) or try to take it (follower); on gaining it, take over."""
-        if self.lease is None or self._stopping.is_set():
-            return
-        held = await asyncio.to_thread(self.lease.acquire_or_renew)
-        if held and not self._leading:
+    def _keep_lease(self) -> None:
+        """Lease thread: renew (leader) or try to take (follower) every `renew_s`, on its own thread.
+
+        Not an APScheduler job: under load the event loop and the worker pool lag by seconds, and
+        a renewal that waits behind loop work would let a live leader's lease lapse (or delay a
+        follower's takeover past TTL + renewal). Promotion itself runs as loop work.
+        """
+        lease = self.lease
+        assert lease is not None
+        next_at = time.monotonic()
+        while not self._lease_stop.wait(max(0.0, next_at - time.monotonic())):
+            next_at = time.monotonic() + lease.config.renew_s
+            held = lease.acquire_or_renew()
+            if held and not self._leading and not self._promoting.is_set():
+                self._promoting.set()
+                self._threadsafe(lambda: asyncio.ensure_future(self._promote()))
+            elif not held and self._leading:
+                self._leading = False
+                log.error("leader.demoted", holder=lease.holder)
+
+    async def _promote(self) -> None:
+        try:
             await self._in_worker("take_over", self._take_over)
-        elif not held and self._leading:
-            self._leading = False
-            log.error("leader.demoted", holder=self.lease.holder)
+        finally:
+            self._promoting.clear()
 
     def _take_over(self) -> None:
         """Become leader: restore detectors, re-read what the last leader wrote, settle and resume."""
@@ -191,6 +246,11 @@ class Daemon:
         )
 
     # -- loop work (one at a time, in a worker thread) -------------------------------------
+
+    async def _serialized(self, fn: Callable[[], T]) -> T:
+        """API calls take turns with loop work: one thread touches the supervisor and store at a time."""
+        async with self._work:
+            return await asyncio.to_thread(fn)
 
     async def _in_worker(self, name: str, fn: Callable[[], None]) -> None:
         if self._stopping.is_set():
@@ -333,15 +393,8 @@ class Daemon:
         if self.lease is None:
             await self._in_worker("recover", self.loop.recover)
         else:
-            await self.renew_lease()
-            scheduler.add_job(
-                self.renew_lease,
-                "interval",
-                seconds=self.lease.config.renew_s,
-                id="lease",
-                max_instances=1,
-                coalesce=True,
-            )
+            self._lease_thread = threading.Thread(target=self._keep_lease, name="lease", daemon=True)
+            self._lease_thread.start()
         for i, source in enumerate(self.sources.guarded):
             every = self.sources.intervals_s.get(source.name, intervals.poll_s)
             scheduler.add_job(
@@ -388,6 +441,10 @@ class Daemon:
         await asyncio.wait({server_task}, timeout=self.config.grace_period_s)
         await self.notifier.aclose()
         if self.lease is not None:
+            self._lease_stop.set()
+            if self._lease_thread is not None:
+                await asyncio.to_thread(self._lease_thread.join, 10)
+            self._leading = False
             await asyncio.to_thread(self.lease.release)  # a follower takes over now, not after the TTL
         self.loop.close()
         log.info("daemon.stopped")

@@ -60,20 +60,21 @@ class TelemetryStore:
         points = self._series.get((service, signal))
         if not points:
             return []
-        items = list(points)
+        items = list(points)  # a copy: the loop thread may append while an API thread reads
         lo = bisect_left(items, start, key=lambda p: p[0])
         hi = bisect_left(items, end, key=lambda p: p[0])
         return items[lo:hi]
 
     def signals(self, service: str) -> list[str]:
-        return sorted(signal for (svc, signal) in self._series if svc == service)
+        return sorted(signal for (svc, signal) in list(self._series) if svc == service)
 
     def services(self) -> list[str]:
-        return sorted({svc for (svc, _signal) in self._series} | set(self._topology.services))
+        return sorted({svc for (svc, _signal) in list(self._series)} | set(self._topology.services))
 
     def changes(self, start: datetime, end: datetime, service: str | None = None) -> list[ChangeEvent]:
+        snapshot = list(self._changes)  # the loop thread may append while an API thread reads
         return sorted(
-            (c for c in self._changes if start <= c.ts < end and (service is None or c.service == service)),
+            (c for c in snapshot if start <= c.ts < end and (service is None or c.service == service)),
             key=lambda c: (c.ts, c.id),
         )
 
