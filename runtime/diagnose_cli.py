@@ -496,3 +496,50 @@ def bench_command(
             ],
         }
         json_out.write_text(json.dumps(payload, indent=1, sort_keys=True), encoding="utf-8")
+
+
+@app.command("suite")
+def suite_command(
+    scenarios: Annotated[
+        Path | None, typer.Option(help="folder of scenario YAML files (default: the shipped suite)")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write per-scenario results here")] = None,
+) -> None:
+    """Diagnosis accuracy on the simulator's scenario suite, played through the real control loop.
+
+    A fault scenario counts as diagnosed when any incident the loop opened names one of the
+    scenario's true causes (the benchmark's rule); controls are skipped.
+    """
+    import logging
+
+    import structlog
+
+    from runtime.gameday import play_scenario
+    from simulations._scenario import builtin_scenarios, load_scenario
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    paths = sorted(scenarios.glob("*.yaml")) if scenarios else builtin_scenarios()
+    rows: list[dict[str, Any]] = []
+    for path in paths:
+        scenario = load_scenario(path)
+        if scenario.is_control:
+            continue
+        started = time.perf_counter()
+        result = play_scenario(scenario)
+        truths = sorted({f.cause.value for f in scenario.ground_truth.faults})
+        causes = [i.cause for i in result.incidents]
+        correct = any(c in truths for c in causes)
+        rows.append(
+            {
+                "scenario": scenario.name,
+                "truth": truths,
+                "diagnosed": causes,
+                "correct": correct,
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+        )
+        typer.echo(f"{'ok ' if correct else 'MISS'} {scenario.name:42s} truth={','.join(truths)} incidents={causes}")
+    accuracy = sum(r["correct"] for r in rows) / len(rows) if rows else 0.0
+    typer.echo(f"diagnosis accuracy {accuracy:.3f} ({sum(r['correct'] for r in rows)}/{len(rows)} fault scenarios)")
+    if json_out is not None:
+        json_out.write_text(json.dumps({"accuracy": accuracy, "scenarios": rows}, indent=1), encoding="utf-8")
