@@ -150,3 +150,25 @@ class TestBadInput:
         log.close()
         with pytest.raises(AuditError, match="closed"):
             log.append("observation", {}, incident_id=None, ts=T0)
+
+
+class TestHmacKeyFromEnvironment:
+    def test_both_variables_set_is_an_error_naming_them(self) -> None:
+        """Setting both the key and the key-file variable is refused, naming both."""
+        from runtime.audit import load_hmac_key_from_env
+
+        env = {"HOMEOSTAT_AUDIT_HMAC_KEY": "k", "HOMEOSTAT_AUDIT_HMAC_KEY_FILE": "/x"}
+        with pytest.raises(AuditError, match="HOMEOSTAT_AUDIT_HMAC_KEY and HOMEOSTAT_AUDIT_HMAC_KEY_FILE"):
+            load_hmac_key_from_env(env)
+
+    def test_empty_or_missing_key_file_is_an_error_naming_the_file(self, tmp_path: Path) -> None:
+        """An empty or unreadable key file is refused with its path, never treated as 'no key'."""
+        from runtime.audit import load_hmac_key_from_env
+
+        empty = tmp_path / "empty.key"
+        empty.write_bytes(b"\n")
+        with pytest.raises(AuditError, match=r"empty\.key: the HMAC key file is empty"):
+            load_hmac_key_from_env({"HOMEOSTAT_AUDIT_HMAC_KEY_FILE": str(empty)})
+        with pytest.raises(AuditError, match=r"missing\.key: cannot read"):
+            load_hmac_key_from_env({"HOMEOSTAT_AUDIT_HMAC_KEY_FILE": str(tmp_path / "missing.key")})
+        assert load_hmac_key_from_env({}) is None
