@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, Engine, create_engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, SQLModel
 
-from domain.canonical import canonical_json
+from domain.canonical import to_jsonable
 from runtime.audit._chain import GENESIS_HASH, AuditRecord, Hasher, format_ts
 from runtime.audit._verify import Row, VerifyReport, walk
 
@@ -291,7 +291,10 @@ class AuditLog:
         if incident_id is not None and not isinstance(incident_id, str):
             raise AuditError(f"incident_id for kind {kind!r} must be a string or None, got {incident_id!r}")
         try:
-            payload_json = canonical_json(payload)
+            # Exactly domain.canonical.canonical_json(payload), split in two so the JSON data can be
+            # returned without parsing the text back (tests/audit/test_chain.py checks they agree).
+            plain = to_jsonable(payload)
+            payload_json = json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
             ts_text = format_ts(ts)
         except (TypeError, ValueError) as exc:
             raise AuditError(f"audit record of kind {kind!r} cannot be written: {exc}") from exc
@@ -306,7 +309,7 @@ class AuditLog:
             ts=ts.astimezone(UTC),
             incident_id=incident_id,
             kind=kind,
-            payload=json.loads(payload_json),
+            payload=plain,
             payload_json=payload_json,
             prev_hash=prev_hash,
             hash=digest,

@@ -56,6 +56,26 @@ class TestAppendAndVerify:
         assert rec.hash == hashlib.sha256(message.encode()).hexdigest()
         assert rec.payload_json == '{"a":[1.5,"x"],"b":1}'
 
+    def test_domain_values_are_stored_as_their_canonical_json(self, tmp_path: Path) -> None:
+        """Pydantic models, enums, datetimes and tuples in a payload are stored as canonical_json renders them."""
+        from domain import ActionName, Cause, Proposal, Verdict
+
+        proposal = Proposal(
+            action=ActionName.THROTTLE,
+            target="chat",
+            service="chat",
+            blast_radius=0.1,
+            reversible=True,
+            cause=Cause.CAPACITY,
+            confidence=0.85,
+        )
+        payload = {"proposal": proposal, "verdict": Verdict.AUTO, "at": T0, "pair": (1, "two"), "ü": None}
+        with AuditLog(str(tmp_path / "a.db")) as log:
+            rec = log.append("proposal", payload, incident_id="inc-1", ts=T0)
+            stored = next(log.records())
+        assert rec.payload_json == canonical_json(payload) == stored.payload_json
+        assert rec.payload == json.loads(rec.payload_json) == stored.payload
+
     def test_hmac_key_makes_hashes_hmac_sha256(self, tmp_path: Path) -> None:
         """With an operator key every hash is HMAC-SHA256 over the same canonical message."""
         key = b"operator-secret-key-0123456789"
