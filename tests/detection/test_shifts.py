@@ -148,3 +148,25 @@ def test_a_healthy_hour_of_noise_raises_nothing(seed):
     """An hour of healthy noise on every signal of two services raises no anomaly at all."""
     engine = DetectionEngine()
     assert engine.observe_batch(list(fleet(360, seed=seed))) == []
+
+
+def test_unknown_seasonal_signal_stops_alarming_once_its_cycle_is_known():
+    """An unknown signal's repeating daily square wave alarms at most on its first cycles, not every day."""
+
+    def value(i: int, rng: random.Random) -> float:
+        return (80.0 if (i % 288) < 108 else 20.0) + rng.gauss(0, 0.5)
+
+    samples = series("gpu_temperature", 288 * 10, value=value)
+    found = [a for a in run(samples) if a.kind == "shift"]
+    assert all(a.ts < samples[288 * 3].ts for a in found), [a.ts for a in found]
+
+
+def test_known_signal_realarms_on_the_same_fault_again():
+    """Known signals do not self-calibrate away a repeated fault: each occurrence alarms."""
+
+    def value(i: int, rng: random.Random) -> float:
+        v = healthy_value(rng, "latency_p95_ms")
+        return v * 3 if (i // 150) % 2 == 1 else v
+
+    found = shifts(run(series("latency_p95_ms", 1200, value=value)))
+    assert len(found) == 4
