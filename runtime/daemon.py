@@ -98,7 +98,11 @@ def schema_lock(url: str) -> Iterator[None]:
 
     plain = re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
     with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+        # Poll with try-lock rather than block: a session blocked in pg_advisory_lock is an open
+        # transaction, and LangGraph's CREATE INDEX CONCURRENTLY in the holder waits for every
+        # open transaction to end, so a blocking wait here deadlocks (undetected) with it.
+        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (SCHEMA_LOCK_KEY,)).fetchone()[0]:  # type: ignore[index]
+            time.sleep(0.2)
         try:
             yield
         finally:

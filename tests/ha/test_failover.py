@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 TTL_S, RENEW_S, POLL_S = 4.0, 1.0, 0.5
 TOKEN = "approver-token-for-ha-test"
+LAG_S = 5.0
 
 
 def _free_port() -> int:
@@ -34,7 +38,46 @@ def _free_port() -> int:
 
 def _cli(*args: str, log: Path) -> subprocess.Popen[bytes]:
     out = log.open("wb")
-    return subprocess.Popen([sys.executable, "-m", "runtime.cli", *args], cwd=REPO, stdout=out, stderr=out)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # logs reach the file as they happen
+    return subprocess.Popen([sys.executable, "-m", "runtime.cli", *args], cwd=REPO, stdout=out, stderr=out, env=env)
+
+
+def _scenario_for_wall_clock(tmp_path: Path) -> Path:
+    """provider_outage starting 40 minutes ago (detector history), its fault left to the test.
+
+    The daemons run on the system clock and the supervisor groups anomalies and judges
+    staleness against it, so the test keeps virtual time a few seconds behind the wall clock
+    and injects the outage itself once both replicas run.
+    """
+    text = (REPO / "simulations/scenarios/provider_outage.yaml").read_text()
+    start = (datetime.now(UTC) - timedelta(minutes=40)).replace(microsecond=0)
+    text = re.sub(r"(?m)^start: .*$", f"start: {start.isoformat().replace('+00:00', 'Z')}", text)
+    text = re.sub(r"(?ms)^injections:.*?(?=^ground_truth:)", "injections: []\n", text)
+    path = tmp_path / "provider_outage_now.yaml"
+    path.write_text(text)
+    return path
+
+
+def _virtual_now(client: httpx.Client, sim: str) -> datetime:
+    return datetime.fromisoformat(client.get(f"{sim}/healthz").json()["now"])
+
+
+def _lag_s(client: httpx.Client, sim: str) -> float:
+    return (datetime.now(UTC) - _virtual_now(client, sim)).total_seconds()
+
+
+def _track_wall_clock(sim: str, stop: threading.Event) -> None:
+    """Keep the simulator's virtual time LAG_S behind the wall clock until stopped."""
+    with httpx.Client(timeout=30) as client:
+        while True:
+            try:
+                behind = (datetime.now(UTC) - timedelta(seconds=LAG_S) - _virtual_now(client, sim)).total_seconds()
+                if behind > 0:
+                    client.post(f"{sim}/advance", json={"seconds": behind})
+            except httpx.HTTPError:
+                pass
+            if stop.wait(0.5):
+                return
 
 
 def _wait(what: str, fn: Any, timeout: float, every: float = 0.2) -> Any:
@@ -56,6 +99,18 @@ def _holder(pg_url: str) -> str | None:
         return None if row is None else str(row[0])
 
 
+def _has_checkpoint(pg_url: str) -> bool:
+    with psycopg.connect(pg_url) as conn:
+        return conn.execute("SELECT 1 FROM state_blobs WHERE name = 'detection'").fetchone() is not None
+
+
+@pytest.fixture
+def stop_clock() -> Iterator[threading.Event]:
+    stop = threading.Event()
+    yield stop
+    stop.set()
+
+
 @pytest.fixture
 def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
@@ -67,25 +122,30 @@ def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def test_follower_takes_over_a_killed_leader_and_runs_the_approved_action_once(
-    pg_url: str, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+    pg_url: str, tmp_path: Path, procs: list[subprocess.Popen[bytes]], stop_clock: threading.Event
 ) -> None:
     """SIGKILL the leader while a failover awaits approval; the survivor leads within TTL + one renewal."""
     sim_port, api_a, api_b = _free_port(), _free_port(), _free_port()
+    # Virtual time moves only when this test advances it (--speed 0): it follows the wall clock.
     procs.append(
         _cli(
             "sim",
             "serve",
             "--scenario",
-            str(REPO / "simulations/scenarios/provider_outage.yaml"),
+            str(_scenario_for_wall_clock(tmp_path)),
             "--port",
             str(sim_port),
             "--speed",
-            "120",
+            "0",
             log=tmp_path / "sim.log",
         )
     )
     sim = f"http://127.0.0.1:{sim_port}"
     _wait("the simulator", lambda: httpx.get(f"{sim}/healthz").status_code == 200, 120)
+    clock = threading.Thread(target=_track_wall_clock, args=(sim, stop_clock), daemon=True)
+    clock.start()
+    with httpx.Client() as client:
+        _wait("virtual time to reach the wall clock", lambda: _lag_s(client, sim) < LAG_S + 5, 60)
     tokens = tmp_path / "tokens.yaml"
     sha = hashlib.sha256(TOKEN.encode()).hexdigest()
     tokens.write_text(f"identities:\n  - name: ana\n    roles: [approver]\n    token_sha256: {sha}\n")
@@ -113,20 +173,26 @@ grace_period_s: 2
         )
         return path
 
-    leader = _cli("run", "--config", str(config(api_a)), log=tmp_path / "a.log")
-    procs.append(leader)
-    holder_a = _wait("replica A to lead", lambda: _holder(pg_url), 120)
-    assert f":{leader.pid}:" in holder_a
-    procs.append(_cli("run", "--config", str(config(api_b)), log=tmp_path / "b.log"))
-    b = f"http://127.0.0.1:{api_b}"
+    # Both replicas start together (start-up is the slow part); whichever takes the lease leads.
+    replicas = {api: _cli("run", "--config", str(config(api)), log=tmp_path / f"{api}.log") for api in (api_a, api_b)}
+    procs.extend(replicas.values())
+    holder_a = _wait("a replica to lead", lambda: _holder(pg_url), 120)
+    lead_api = next(api for api, p in replicas.items() if f":{p.pid}:" in holder_a)
+    leader = replicas[lead_api]
+    survivor = replicas[api_b if lead_api == api_a else api_a]
+    b = f"http://127.0.0.1:{api_b if lead_api == api_a else api_a}"
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    _wait("replica B's API", lambda: httpx.get(f"{b}/healthz").status_code == 200, 120)
+    _wait("the follower's API", lambda: httpx.get(f"{b}/healthz").status_code == 200, 120)
+    # The leader has detector state for every series once it checkpoints it; then the outage.
+    _wait("the leader's first detector checkpoint", lambda: _has_checkpoint(pg_url), 60)
+    fault = {"fault": "provider_outage", "provider": "llm-alpha", "severity": 1.0, "shape": "sudden"}
+    assert httpx.post(f"{sim}/faults", json=fault).status_code == 200
 
     def pending_failover() -> dict[str, Any] | None:  # read through the follower
         rows = httpx.get(f"{b}/v1/approvals", headers=auth).json()
         return next((r for r in rows if r["action"] == "failover_provider"), None)
 
-    incident = _wait("a failover awaiting approval", pending_failover, 60, every=0.5)
+    incident = _wait("a failover awaiting approval", pending_failover, 180, every=0.5)
 
     leader.send_signal(signal.SIGKILL)
     leader.wait(10)
@@ -164,8 +230,8 @@ grace_period_s: 2
     assert intents is not None and intents[0] == 1
     assert httpx.get(f"{sim}/actions/{key}").status_code == 200  # the target saw it, once by key
 
-    procs[-1].send_signal(signal.SIGTERM)
-    procs[-1].wait(20)
+    survivor.send_signal(signal.SIGTERM)
+    survivor.wait(20)
     verify = subprocess.run(
         [sys.executable, "-m", "runtime.cli", "audit", "verify", "--db", pg_url],
         check=False,
