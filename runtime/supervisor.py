@@ -36,7 +36,8 @@ class SupervisorSettings:
     group_window_s: float = 180.0
     """Anomalies on other services within this many seconds of a settling incident join it."""
     cooldown_s: float = 900.0
-    """After an incident closes, anomalies on its services this soon are recorded on it, not re-opened."""
+    """After an action resolved an incident, anomalies on its services this soon are recorded on it
+    (side effects of the action), not opened as new incidents."""
     id_prefix: str = "inc"
     """Incident ids are `<prefix>-<onset>-<service>`, and a supervisor only groups into and drives
     incidents with its own prefix (game days sharing one database use the scenario name)."""
@@ -78,9 +79,7 @@ class Supervisor:
         now = self._clock.now()
         rows = self._store.list(prefix=self._settings.id_prefix, limit=200)
         for row in rows:
-            if anomaly.service in row.services and (
-                not row.final or _seconds_between(row.updated_at, now) < self._settings.cooldown_s
-            ):
+            if anomaly.service in row.services and (not row.final or self._absorbs_side_effects(row, now)):
                 self._join(row, anomaly, new_service=False)
                 return row.id
         for row in rows:
@@ -89,6 +88,13 @@ class Supervisor:
                 self._join(row, anomaly, new_service=True)
                 return row.id
         return self._open(anomaly)
+
+    def _absorbs_side_effects(self, row: IncidentRow, now: datetime) -> bool:
+        """A closed incident whose action changed something absorbs its services' anomalies for a
+        cooldown: they are the action's expected side effects (a failover costs latency), not news.
+        Incidents closed without changing anything (transient, escalated, denied) absorb nothing."""
+        changed_something = row.action is not None and row.action != "escalate" and row.state == "resolved"
+        return changed_something and _seconds_between(row.updated_at, now) < self._settings.cooldown_s
 
     def _open(self, anomaly: Anomaly) -> str:
         now = self._clock.now()

@@ -6,6 +6,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,8 @@ def test_provider_outage_fails_over_only_after_a_named_approval(tmp_path: Path) 
     (incident,) = [i for i in result.incidents if i.action == "failover_provider"]
     assert set(incident.services) == {"support-chat", "doc-summarizer"}
     assert incident.state == "resolved"
+    fault_at = result.scenario.start + timedelta(minutes=40)  # the outage starts at 40m
+    assert datetime.fromisoformat(incident.onset) - fault_at < timedelta(minutes=2), "outage detected late"
     log = AuditLog(result.db)
     try:
         records = list(log.records(incident_id=incident.id))
