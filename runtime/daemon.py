@@ -19,12 +19,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+import httpx
 import structlog
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import text
 
-from domain import ActionName, ActionOutcome, OutcomeStatus
+from domain import ActionName, ActionOutcome, OutcomeStatus, Topology
 from domain.clock import Clock, SystemClock
 from policies import Constitution, ConstitutionError
 from runtime.api.app import create_app
@@ -186,6 +187,7 @@ class Daemon:
         self._lease_stop = threading.Event()
         self._promoting = threading.Event()
         self._lease_thread: threading.Thread | None = None
+        self._topology_loaded = False
 
     # -- leadership ------------------------------------------------------------------------
 
@@ -277,7 +279,31 @@ class Daemon:
             await self._in_worker(f"ingest:{source.name}", lambda: self._ingest(source.name, batch))
         self.metrics.observe_sources([source.health(self.clock.now())])
 
+    def _load_topology(self) -> None:
+        """Services and their providers from each simulator source's GET /topology (once loaded, kept).
+
+        Without it the diagnoser cannot see that services share a provider, so a provider
+        outage across them reads as unrelated errors and is only ever escalated.
+        """
+        if self._topology_loaded:
+            return
+        urls = [str(s.url).rstrip("/") for s in self.config.sources if s.type == "simulator"]
+        merged: dict[str, Any] = {}
+        for url in urls:
+            try:
+                response = httpx.get(f"{url}/topology", timeout=5.0)
+                response.raise_for_status()
+                merged |= Topology.model_validate(response.json()).services
+            except (httpx.HTTPError, ValueError) as exc:
+                log.warning("topology.unavailable", url=f"{url}/topology", error=f"{type(exc).__name__}: {exc}")
+                return
+        if merged:
+            self.loop.telemetry.set_topology(Topology(services=merged))
+            log.info("topology.loaded", services=sorted(merged))
+        self._topology_loaded = True
+
     def _ingest(self, source: str, batch: TelemetryBatch) -> None:
+        self._load_topology()
         self.metrics.record_batch(source, batch)
         self.metrics.record_anomalies(self.loop.ingest(batch))
 

@@ -37,9 +37,9 @@ def _free_port() -> int:
 
 
 def _cli(*args: str, log: Path) -> subprocess.Popen[bytes]:
-    out = log.open("wb")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # logs reach the file as they happen
-    return subprocess.Popen([sys.executable, "-m", "runtime.cli", *args], cwd=REPO, stdout=out, stderr=out, env=env)
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-m", "runtime.cli", *args], cwd=REPO, stdout=out, stderr=out, env=env)
 
 
 def _scenario_for_wall_clock(tmp_path: Path) -> Path:
