@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from statistics import median
-from typing import Any, Literal, Protocol, TypedDict
+from typing import Any, Literal, Protocol, TypedDict, cast
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
@@ -431,7 +431,7 @@ def build_incident_graph(
     }
     for name, step in steps.items():
         # LangGraph's node protocols name their parameter `state`; a plain Callable cannot say so.
-        graph.add_node(name, step)  # type: ignore[call-overload]
+        graph.add_node(name, cast(Any, step))
     graph.add_edge(START, "triage")
     graph.add_conditional_edges("triage", _after_triage)
     graph.add_edge("diagnose", "propose")
