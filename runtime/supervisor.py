@@ -1,6 +1,6 @@
 """The supervisor: groups anomalies into incidents and drives one incident-graph thread each.
 
-Anomalies that arrive close together, or on a service that already has an open incident,
+Anomalies whose timestamps lie close together, or on a service that already has an open incident,
 join that incident; a new incident waits a short settle period so that correlated symptoms
 (every service on one provider, say) reach the diagnoser together. The supervisor resumes
 threads that wait for approval answers or for the end of a recovery window, and expires
@@ -34,7 +34,8 @@ class SupervisorSettings:
     settle_s: float = 60.0
     """Seconds a new incident waits for correlated anomalies before diagnosis starts."""
     group_window_s: float = 180.0
-    """Anomalies on other services within this many seconds of a settling incident join it."""
+    """Anomalies on other services whose timestamps lie within this many seconds of a settling
+    incident's onset (its earliest anomaly's timestamp) join it. Data time, not the wall clock."""
     cooldown_s: float = 900.0
     """After an action resolved an incident, anomalies on its services this soon are recorded on it
     (side effects of the action), not opened as new incidents."""
@@ -83,8 +84,11 @@ class Supervisor:
                 self._join(row, anomaly, new_service=False)
                 return row.id
         for row in rows:
+            # Data time against data time: the incident's onset is its earliest anomaly's
+            # timestamp, so telemetry whose clock runs ahead of or behind ours still groups.
             settling = not row.graph_started and not row.final
-            if settling and _seconds_between(row.opened_at, anomaly.ts) < self._settings.group_window_s:
+            apart_s = abs((anomaly.ts - datetime.fromisoformat(row.onset)).total_seconds())
+            if settling and apart_s < self._settings.group_window_s:
                 self._join(row, anomaly, new_service=True)
                 return row.id
         return self._open(anomaly)
