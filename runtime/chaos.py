@@ -1,0 +1,314 @@
+"""Chaos harness: SIGKILL a process running the control loop at random points, restart it, check invariants.
+
+The simulated fleet runs over HTTP on loopback in its own process (it is the world; it
+survives every crash). A worker process, forked after imports so a restart costs a fraction
+of a second, opens the SQLite file, recovers, and steps the loop: advance the fleet, poll
+its telemetry since the last checkpoint, detect, tick the supervisor, answer approvals as a
+scripted SRE, checkpoint. The parent kills it (SIGKILL) at a seeded random moment, then
+checks after every kill:
+
+- no action executed twice: the fleet's applied list has each idempotency key once, and at
+  most one applied action per (incident, action, target) beyond the attempts the audit log
+  records intents for;
+- no approval lost: every approval the worker reported as accepted is delivered (the
+  incident moved past it) or still queued;
+- the audit chain verifies.
+
+At the end a worker runs uninterrupted until every incident reaches a final state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import random
+import signal
+import socket
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from domain import FINAL_STATES, ActionName, ChangeEvent, IncidentState, Sample, Topology
+from domain.clock import VirtualClock
+from runtime.audit import AuditLog
+from runtime.logs import configure_logging
+from runtime.loop import ControlLoop, LoopOptions
+from runtime.ports import Identity, TelemetryBatch
+from runtime.store import IncidentStore, StateBlobStore, engine_for
+from tools import GuardConfig, SimulatorHttpAdapter
+
+DETECTION_BLOB = "detection"
+CURSOR_BLOB = "chaos-cursor"
+APPROVER = Identity("chaos.sre@oncall", ("approver",))
+APPROVAL_DELAY_S = 120.0  # virtual seconds an approval waits before the scripted SRE answers
+
+
+@dataclass
+class ChaosReport:
+    kills: int = 0
+    steps_killed_inside: int = 0
+    incidents: dict[str, str] = field(default_factory=dict)
+    actions_applied: int = 0
+    approvals_given: int = 0
+    audit_records: int = 0
+    wall_s: float = 0.0
+    violations: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kills": self.kills,
+            "incidents": self.incidents,
+            "actions_applied": self.actions_applied,
+            "approvals_given": self.approvals_given,
+            "audit_records": self.audit_records,
+            "wall_s": round(self.wall_s, 1),
+            "violations": self.violations,
+        }
+
+
+# -- the world: the simulated fleet over HTTP ---------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve_fleet(scenario_path: str, port: int) -> None:
+    import uvicorn
+
+    from simulations import load_scenario
+    from simulations.http import create_app
+
+    scenario = load_scenario(scenario_path)
+    fleet = scenario.build_fleet()
+    app = create_app(fleet, scenario_name=scenario.name)
+
+    @app.get("/chaos/applied")
+    async def applied() -> list[dict[str, Any]]:  # every call the fleet accepted, duplicates included
+        return [r.model_dump(mode="json") for r in fleet.applied_actions]
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
+
+
+@contextlib.contextmanager
+def fleet_server(scenario_path: Path) -> Iterator[str]:
+    """The scenario's fleet on a loopback port, in a forked process; yields its base URL."""
+    port = free_port()
+    proc = mp.get_context("fork").Process(target=_serve_fleet, args=(str(scenario_path), port), daemon=True)
+    proc.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}/healthz", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or not proc.is_alive():
+                    raise RuntimeError(f"simulated fleet did not start on {url}") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        if proc.pid is not None and proc.is_alive():
+            os.kill(proc.pid, signal.SIGTERM)
+        proc.join(5)
+
+
+# -- the worker: one life of the control loop ---------------------------------------------------
+
+
+def _open_loop(db: str, sim: str, client: httpx.Client) -> tuple[ControlLoop, VirtualClock, StateBlobStore]:
+    now = datetime.fromisoformat(client.get(f"{sim}/healthz").json()["now"])
+    clock = VirtualClock(now)
+    options = LoopOptions(db=db, guard=GuardConfig(allow={a: ["*"] for a in ActionName}))
+    loop = ControlLoop(options, clock=clock, adapter=SimulatorHttpAdapter(sim, timeout_s=10))
+    loop.telemetry.set_topology(Topology.model_validate(client.get(f"{sim}/topology").json()))
+    blobs = StateBlobStore(loop.store.engine)
+    blob = blobs.get(DETECTION_BLOB)
+    if blob is not None:
+        from runtime.detection import DetectionEngine
+
+        loop.detection = DetectionEngine.restore(blob)
+    return loop, clock, blobs
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What one life of the loop needs: its database, the fleet's URL, where to report approvals."""
+
+    db: str
+    sim: str
+    approvals_file: str
+    step_s: float
+
+
+def run_worker(spec: WorkerSpec, max_steps: int, ready: Any = None) -> None:
+    """Recover, then step the loop `max_steps` times (or until killed)."""
+    configure_logging("WARNING")
+    with httpx.Client(timeout=10) as client:
+        loop, clock, blobs = _open_loop(spec.db, spec.sim, client)
+        loop.recover()
+        if ready is not None:
+            ready.send(True)
+        for _ in range(max_steps):
+            step(spec, loop, clock, blobs, client)
+        loop.close()
+
+
+def step(spec: WorkerSpec, loop: ControlLoop, clock: VirtualClock, blobs: StateBlobStore, client: httpx.Client) -> None:
+    """One poll interval: advance the fleet, ingest since the checkpoint, tick, answer approvals, checkpoint."""
+    sim, approvals_file, step_s = spec.sim, spec.approvals_file, spec.step_s
+    cursor = blobs.get(CURSOR_BLOB)
+    now = datetime.fromisoformat(client.post(f"{sim}/advance", json={"seconds": step_s}).json()["now"])
+    clock.set(now)
+    params = {"since": cursor.decode()} if cursor else {}
+    body = client.get(f"{sim}/telemetry", params=params).json()
+    batch = TelemetryBatch(
+        samples=[Sample.model_validate(s) for s in body["samples"]],
+        changes=[ChangeEvent.model_validate(c) for c in body["changes"]],
+    )
+    loop.ingest(batch)
+    loop.tick()
+    for pending in loop.supervisor.pending_approvals():
+        waiting = now - datetime.fromisoformat(pending["updated_at"])
+        already = set((pending.get("wait") or {}).get("approvals_so_far", []))
+        queued = {a.approver for a in loop.store.undelivered_answers(pending["id"])}
+        if waiting < timedelta(seconds=APPROVAL_DELAY_S) or APPROVER.name in already | queued:
+            continue
+        loop.supervisor.approve(pending["id"], APPROVER, "chaos: approved")
+        with open(approvals_file, "a") as out:  # reported only once the API call would have answered
+            out.write(json.dumps({"incident": pending["id"], "approver": APPROVER.name}) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+    stamp = body.get("now") or now.isoformat()
+    blobs.put(DETECTION_BLOB, loop.detection.snapshot(), now)
+    blobs.put(CURSOR_BLOB, str(stamp).encode(), now)
+
+
+# -- the checks ---------------------------------------------------------------------------------
+
+
+def check_invariants(db: str, sim: str, approvals_file: Path) -> list[str]:
+    """What must hold after any crash; returns the violations (empty when all hold)."""
+    problems: list[str] = []
+    applied = httpx.get(f"{sim}/chaos/applied", timeout=10).json()
+    keys = Counter(a["idempotency_key"] for a in applied)
+    problems += [f"action key {k} executed {n} times" for k, n in keys.items() if n > 1]
+    with AuditLog(db, create=False) as audit:
+        report = audit.verify()
+        if not report.ok:
+            problems.append(f"audit chain broken: {report.message}")
+        intents = [r for r in audit.records(kind="action_intent")]
+        approvals_recorded = [r for r in audit.records(kind="approval")]
+    intent_keys = {r.payload.get("idempotency_key") or r.payload.get("key") for r in intents}
+    for a in applied:
+        if a["idempotency_key"] not in intent_keys:
+            problems.append(f"action {a['action']}({a['target']}) key {a['idempotency_key']} ran without an intent")
+    store = IncidentStore(engine_for(db))
+    try:
+        lines = approvals_file.read_text().splitlines() if approvals_file.exists() else []
+        given = [json.loads(line) for line in lines]
+        for g in given:
+            queued = {a.approver for a in store.undelivered_answers(g["incident"])}
+            delivered = any(
+                r.incident_id == g["incident"] and g["approver"] in json.dumps(r.payload) for r in approvals_recorded
+            )
+            if not (g["approver"] in queued or delivered):
+                problems.append(f"approval by {g['approver']} on {g['incident']} lost")
+    finally:
+        store.engine.dispose()
+    return problems
+
+
+def incident_states(db: str) -> dict[str, str]:
+    store = IncidentStore(engine_for(db))
+    try:
+        return {row.id: row.state for row in store.list(limit=10_000)}
+    finally:
+        store.engine.dispose()
+
+
+# -- the driver ---------------------------------------------------------------------------------
+
+
+def run_chaos(
+    scenario_path: Path,
+    workdir: Path,
+    *,
+    kills: int,
+    seed: int,
+    max_life_s: float = 0.4,
+    step_s: float = 30.0,
+    final_steps: int = 400,
+) -> ChaosReport:
+    """Play `scenario_path` with `kills` SIGKILLs of the loop's process; check the invariants after each."""
+    rng = random.Random(seed)
+    db = str(workdir / "chaos.sqlite")
+    approvals_file = workdir / "approvals.jsonl"
+    report = ChaosReport()
+    started = time.perf_counter()
+    ctx = mp.get_context("fork")
+    with fleet_server(scenario_path) as sim:
+        # First life creates the schema; it is never killed before it is ready.
+        for _ in range(kills):
+            parent, child = ctx.Pipe(duplex=False)
+            spec = WorkerSpec(db, sim, str(approvals_file), step_s)
+            proc = ctx.Process(target=run_worker, args=(spec, 10_000, child))
+            proc.start()
+            child.close()
+            if not parent.poll(60):
+                proc.kill()
+                raise RuntimeError("chaos worker did not become ready within 60 s")
+            parent.recv()
+            time.sleep(rng.uniform(0.0, max_life_s))
+            assert proc.pid is not None
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.join()
+            parent.close()
+            report.kills += 1
+            for problem in check_invariants(db, sim, approvals_file):
+                report.violations.append(f"after kill {report.kills}: {problem}")
+        _finish(WorkerSpec(db, sim, str(approvals_file), step_s), final_steps)
+        report.violations += [f"at the end: {p}" for p in check_invariants(db, sim, approvals_file)]
+        report.incidents = incident_states(db)
+        for incident, state in report.incidents.items():
+            if IncidentState(state) not in FINAL_STATES:
+                report.violations.append(f"incident {incident} ended in non-final state {state}")
+        report.actions_applied = len(httpx.get(f"{sim}/chaos/applied", timeout=10).json())
+    report.approvals_given = len(approvals_file.read_text().splitlines()) if approvals_file.exists() else 0
+    with AuditLog(db, create=False) as audit:
+        report.audit_records = audit.verify().checked
+    report.wall_s = time.perf_counter() - started
+    return report
+
+
+def _finish(spec: WorkerSpec, max_steps: int) -> None:
+    """One uninterrupted life: step until every incident is final."""
+    proc = mp.get_context("fork").Process(target=_finish_worker, args=(spec, max_steps))
+    proc.start()
+    proc.join(300)
+    if proc.exitcode != 0:
+        raise RuntimeError(f"final chaos worker exited with {proc.exitcode}")
+
+
+def _finish_worker(spec: WorkerSpec, max_steps: int) -> None:
+    configure_logging("WARNING")
+    with httpx.Client(timeout=10) as client:
+        loop, clock, blobs = _open_loop(spec.db, spec.sim, client)
+        loop.recover()
+        for _ in range(max_steps):
+            step(spec, loop, clock, blobs, client)
+            rows = loop.store.list(limit=10_000)
+            if rows and all(r.final for r in rows):
+                break
+        loop.close()
