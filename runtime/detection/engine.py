@@ -14,8 +14,11 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from domain import Anomaly, Direction, Sample, Severity
 from runtime.detection.budget import BUDGET_SIGNALS, BudgetTracker
+from runtime.detection.columnar import Columns
 from runtime.detection.config import DetectionConfig, load_detection_config
 from runtime.detection.series import SeriesDetector, make_anomaly
 
@@ -49,6 +52,8 @@ class DetectionEngine:
         self._series: dict[tuple[str, str], SeriesDetector] = {}
         self.dropped: Counter[str] = Counter()
         self.accepted = 0
+        self._slots: dict[tuple[str, str], int] = {}
+        self._cols = Columns()
         teams = {name: svc.team for name, svc in self.config.services.items() if svc.team is not None}
         self._budget = BudgetTracker(self.config.budgets, teams) if self.config.budgets else None
 
@@ -62,21 +67,80 @@ class DetectionEngine:
         """Feed one sample; returns the anomalies it completes (usually none)."""
         return self.observe_value(sample.service, sample.signal, sample.ts.timestamp(), sample.value, sample.labels)
 
-    def observe_batch(self, samples: Sequence[Sample]) -> list[Anomaly]:
-        """Feed a poll's samples (any order across series; time order within a series)."""
+    def observe_batch(self, samples: Sequence[Sample]) -> list[Anomaly]:  # noqa: PLR0915 - one pass, kept inline
+        """Feed a poll's samples (any order across series; time order within a series).
+
+        Same anomalies, in the same order, as `observe()` one sample at a time. Series whose
+        step is routine are advanced together on numpy arrays (`columnar.Columns`); the rest,
+        and any row a routine step cannot decide, go through their own `SeriesDetector`.
+        """
+        if self._budget is not None:
+            return self._observe_one_by_one(samples)
+        slots = self._slots
+        active = self._cols.active
+        fast_rows: list[int] = []
+        fast_slots: list[int] = []
+        fast_ts: list[float] = []
+        fast_x: list[float] = []
+        rest: list[int] = []
+        seen: set[int] = set()
+        last_dt = None
+        last_unix = 0.0
+        for i, sample in enumerate(samples):
+            slot = slots.get((sample.service, sample.signal))
+            if slot is None or not active[slot] or slot in seen:
+                rest.append(i)
+                if slot is not None:
+                    seen.add(slot)
+                continue
+            seen.add(slot)
+            moment = sample.ts
+            if moment is not last_dt:  # a poll's samples usually share one timestamp object
+                last_dt = moment
+                last_unix = moment.timestamp()
+            fast_rows.append(i)
+            fast_slots.append(slot)
+            fast_ts.append(last_unix)
+            fast_x.append(sample.value)
+        found_at: list[tuple[int, list[Anomaly]]] = []
+        if fast_rows:
+            slot_arr = np.array(fast_slots, dtype=np.intp)
+            ts_arr = np.array(fast_ts, dtype=np.float64)
+            late = ts_arr <= self._cols.state["last_ts"][slot_arr]
+            if late.any():  # out of order or duplicate: the one-by-one path counts the drop
+                keep = np.flatnonzero(~late)
+                for j in np.flatnonzero(late).tolist():
+                    rest.append(fast_rows[j])
+                rest.sort()
+                fast_rows = [fast_rows[j] for j in keep.tolist()]
+                slot_arr = slot_arr[keep]
+                ts_arr = ts_arr[keep]
+                fast_x = [fast_x[j] for j in keep.tolist()]
+            self.accepted += len(fast_rows)
+            back, drifts = self._cols.step(slot_arr, ts_arr, np.array(fast_x, dtype=np.float64))
+            for j, drift in zip(back, drifts, strict=True):
+                slot = int(slot_arr[j])
+                self._cols.release(slot)
+                det = self._cols.dets[slot]
+                assert det is not None
+                found = det.update(float(ts_arr[j]), fast_x[j], drift=drift)
+                self._cols.adopt(slot)
+                if found:
+                    found_at.append((fast_rows[j], found))
+        for i in rest:
+            sample = samples[i]
+            found = self.observe(sample)
+            if found:
+                found_at.append((i, found))
+        if not found_at:
+            return []
+        found_at.sort(key=lambda item: item[0])
+        return [a for _, found in found_at for a in found]
+
+    def _observe_one_by_one(self, samples: Sequence[Sample]) -> list[Anomaly]:
         out: list[Anomaly] = []
-        series = self._series
-        budget = self._budget
         for sample in samples:
-            key = (sample.service, sample.signal)
-            det = series.get(key)
-            ts = sample.ts.timestamp()
-            found: list[Anomaly] | None
-            if det is None or budget is not None or det.last_ts is None or ts <= det.last_ts:
-                found = self.observe_value(sample.service, sample.signal, ts, sample.value, sample.labels)
-            else:  # hot path: a known series, in order; Sample already guarantees a finite float
-                self.accepted += 1
-                found = det.update(ts, sample.value)
+            found = self.observe(sample)
             if found:
                 out.extend(found)
         return out
@@ -91,16 +155,23 @@ class DetectionEngine:
             return []
         key = (service, signal)
         det = self._series.get(key)
+        slot = self._slots.get(key)
         if det is None:
             if len(self._series) >= self.config.max_series:
                 self.dropped["series_limit"] += 1
                 return []
             det = self._series[key] = SeriesDetector(service, signal, self.config.policy_for(service, signal))
-        elif det.last_ts is not None and ts <= det.last_ts:
-            self.dropped["duplicate_ts" if ts == det.last_ts else "out_of_order"] += 1
-            return []
+            slot = self._register(key, det)
+        else:
+            if slot is not None:
+                self._cols.release(slot)
+            if det.last_ts is not None and ts <= det.last_ts:
+                self.dropped["duplicate_ts" if ts == det.last_ts else "out_of_order"] += 1
+                return []
         self.accepted += 1
         found = det.update(ts, float(value))
+        if slot is not None:
+            self._cols.adopt(slot)
         out = list(found) if found else []
         if self._budget is not None and signal in BUDGET_SIGNALS:
             team = labels.get("team") if labels else None
@@ -108,6 +179,16 @@ class DetectionEngine:
             if budget_found:
                 out.extend(budget_found)
         return out
+
+    def _register(self, key: tuple[str, str], det: SeriesDetector) -> int:
+        slot = len(self._slots)
+        self._slots[key] = slot
+        self._cols.register(slot, det)
+        return slot
+
+    def _sync(self) -> None:
+        """Write columnar state back to every SeriesDetector (before reading them directly)."""
+        self._cols.release_all()
 
     @staticmethod
     def _reject_reason(service: Any, signal: Any, ts: Any, value: Any) -> str | None:
@@ -125,6 +206,7 @@ class DetectionEngine:
 
     def check_staleness(self, now: datetime) -> list[Anomaly]:
         """One `stale` anomaly per series that has been silent too long (once per silence)."""
+        self._sync()
         t = now.timestamp()
         out: list[Anomaly] = []
         for det in self._series.values():
@@ -154,6 +236,7 @@ class DetectionEngine:
 
     def snapshot(self) -> bytes:
         """All detector state as bytes; `DetectionEngine.restore` continues exactly from here."""
+        self._sync()
         payload = {
             "format": SNAPSHOT_FORMAT,
             "config": self.config.model_dump(mode="json"),
@@ -185,7 +268,9 @@ class DetectionEngine:
         engine.accepted = payload["accepted"]
         for (service, signal), det in engine._series.items():
             det.p = config.policy_for(service, signal)
+            engine._register((service, signal), det)
         return engine
 
     def iter_series(self) -> Iterable[SeriesDetector]:
+        self._sync()
         return iter(self._series.values())

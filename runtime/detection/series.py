@@ -177,8 +177,12 @@ class SeriesDetector:
             return Severity.CRITICAL
         return Severity.WARNING
 
-    def update(self, ts: float, x: float) -> list[Anomaly] | None:  # noqa: PLR0915 - the hot path stays inline
-        """Feed one value (ts in unix seconds, strictly increasing); returns anomalies or None."""
+    def update(self, ts: float, x: float, drift: bool | None = None) -> list[Anomaly] | None:  # noqa: PLR0915 - the hot path stays inline
+        """Feed one value (ts in unix seconds, strictly increasing); returns anomalies or None.
+
+        `drift` is for the columnar batch path only: it has already fed this sample to the
+        series' river ADWIN (Page-Hinkley series never take that path) and passes the result.
+        """
         out: list[Anomaly] | None = None
         last = self.last_ts
         if last is not None:
@@ -214,11 +218,13 @@ class SeriesDetector:
 
         river_drift = False
         adwin = self.adwin
-        if adwin is not None:
+        if drift is not None:
+            river_drift = drift
+        elif adwin is not None:
             adwin.update(0.5 + zc / (2.0 * clip))  # type: ignore[no-untyped-call]
             river_drift = adwin.drift_detected
         ph = self.ph
-        if ph is not None:
+        if ph is not None and drift is None:
             ph.update(zc)  # type: ignore[no-untyped-call]
             river_drift = river_drift or ph.drift_detected
         self.fast += _FAST_ALPHA * (r - self.fast)
