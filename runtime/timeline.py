@@ -26,91 +26,170 @@ class TimelineEntry:
     seq: int | None = None
 
 
-def _anomaly_line(a: dict[str, Any]) -> str:
+def _num(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def _share(value: Any) -> str:
+    return f"{value:.0%}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def _anomaly_line(a: Any) -> str:
+    if not isinstance(a, dict):
+        return str(a)
     return (
-        f"{a['signal']} on {a['service']} went {a['direction']}: "
-        f"{_num(a['baseline'])} -> {_num(a['current'])} ({a['detector']}, {a['severity']})"
+        f"{a.get('service', '?')}/{a.get('signal', '?')} {a.get('direction', '?')} "
+        f"{_num(a.get('baseline'))} → {_num(a.get('current'))} ({a.get('detector', '?')}, {a.get('severity', '?')})"
     )
-
-
-def _num(value: float) -> str:
-    return f"{value:.4g}"
 
 
 def _evidence_line(e: dict[str, Any]) -> str:
     if e.get("type") == "change":
         return (
-            f"change {e['change_id']}: {e['kind']} {e['from_value']} -> {e['to_value']} on {e['service']}, "
-            f"{e['seconds_before_onset']:.0f}s before onset"
+            f"change {e.get('kind')} {e.get('from_value')} → {e.get('to_value')} on {e.get('service')}, "
+            f"{_num(e.get('seconds_before_onset'))}s before onset"
         )
-    return f"series {e['service']}/{e['signal']}: {_num(e['before'])} before -> {_num(e['after'])} after"
+    return f"{e.get('service')}/{e.get('signal')}: {_num(e.get('before'))} before → {_num(e.get('after'))} after"
+
+
+def _params(parameters: Any) -> str:
+    items = ", ".join(f"{k}={v}" for k, v in (parameters or {}).items()) if isinstance(parameters, dict) else ""
+    return f" ({items})" if items else ""
 
 
 def entries(records: Iterable[Any]) -> list[TimelineEntry]:
-    """Timeline entries for the records of one incident, in log order."""
+    """The story of one incident from its records, in log order (bookkeeping kinds left out)."""
     out: list[TimelineEntry] = []
     for r in records:
-        p = r.payload
-        add = _entry_for(r.kind, p)
-        if add is not None:
-            stage, headline, details = add
+        described = describe(r.kind, r.payload)
+        if described is not None and described[0] not in _BOOKKEEPING:
+            stage, headline, details = described
             out.append(TimelineEntry(r.ts, stage, headline, tuple(details), r.seq))
     return out
 
 
-def _entry_for(kind: str, p: dict[str, Any]) -> tuple[str, str, list[str]] | None:
+#: Stages an auditor sees in `audit show` but the incident story leaves out.
+_BOOKKEEPING = frozenset({"state", "constitution", "access"})
+
+
+def describe(kind: str, payload: dict[str, Any]) -> tuple[str, str, list[str]] | None:
+    """One audit record in words: (stage, headline, detail lines); None for kinds it does not know.
+
+    The single place that turns record payloads into sentences: the demo, the console and
+    `homeostat audit show` all read records through it. Payloads are read defensively, so an
+    odd or partial record still prints.
+    """
+    try:
+        return _describe(kind, payload)
+    except (AttributeError, TypeError, KeyError, ValueError):
+        return None
+
+
+Described = tuple[str, str, list[str]]
+
+
+def _describe(kind: str, p: dict[str, Any]) -> Described | None:
+    return _describe_finding(kind, p) or _describe_response(kind, p)
+
+
+def _describe_finding(kind: str, p: dict[str, Any]) -> Described | None:
+    """What was seen, concluded and decided."""
     if kind == "incident_opened":
-        return "detected", _anomaly_line(p["anomalies"][0]), [_anomaly_line(a) for a in p["anomalies"][1:]]
+        anomalies = p.get("anomalies") or [{}]
+        return "detected", _anomaly_line(anomalies[0]), [_anomaly_line(a) for a in anomalies[1:]]
     if kind == "observation":
-        return "detected", "also " + _anomaly_line(p["anomaly"]), []
+        return "detected", "also " + _anomaly_line(p.get("anomaly")), []
+    if kind == "triage":
+        dropped = p.get("transient") or []
+        return "triage", f"{len(p.get('persisted') or [])} anomalies persisted, {len(dropped)} transient", []
     if kind == "diagnosis":
-        d = p["diagnosis"]
-        where = d["service"] + (f" (provider {d['provider']})" if d.get("provider") else "")
-        details = [_evidence_line(e) for e in d.get("evidence", [])]
-        details.append(f"why: {d['rationale']}")
-        details.extend(f"note: {n}" for n in d.get("notes", []))
-        head = f"{d['cause']} on {where}, confidence {d['confidence']:.2f} ({d['diagnoser']} {d['diagnoser_version']})"
+        d = p.get("diagnosis") or {}
+        where = f"{d.get('service', '?')}" + (f" (provider {d['provider']})" if d.get("provider") else "")
+        head = (
+            f"{d.get('cause', '?')} on {where} (confidence {_num(d.get('confidence'))}, "
+            f"{d.get('diagnoser', '?')} {d.get('diagnoser_version', '')})"
+        )
+        details = [_evidence_line(e) for e in d.get("evidence") or []]
+        if d.get("rationale"):
+            details.append(f"why: {d['rationale']}")
+        details.extend(f"note: {n}" for n in d.get("notes") or [])
+        for name, v in (p.get("services") or {}).items():
+            if isinstance(v, dict):
+                details.append(
+                    f"{name}: model {v.get('model_version', '?')}, prompt {v.get('prompt_version', '?')}, "
+                    f"provider {v.get('provider', '?')}"
+                )
         return "diagnosis", head, details
     if kind == "proposal":
-        pr = p["proposal"]
+        pr = p.get("proposal") or {}
         undo = f" (undoing {p['undoes']})" if p.get("undoes") else ""
-        head = f"{pr['action']} on {pr['target']}{undo}"
+        head = f"{pr.get('action', '?')} on {pr.get('target', '?')}{_params(pr.get('parameters'))}{undo}"
         details = [
-            f"blast radius {pr['blast_radius']:.0%} of traffic, {'reversible' if pr['reversible'] else 'irreversible'}",
-            f"expected: {pr['expected_effect']}",
+            f"blast radius {_share(pr.get('blast_radius'))} of traffic, "
+            f"{'reversible' if pr.get('reversible') else 'irreversible'}"
         ]
+        if pr.get("expected_effect"):
+            details.append(f"expected: {pr['expected_effect']}")
         return "proposal", head, details
     if kind == "decision":
-        d = p["decision"]
-        rules = ", ".join(d.get("matched_rules", [])) or "no rule matched (default)"
-        head = f"{d['verdict'].upper()} by rule {rules}"
-        if d.get("approval"):
-            a = d["approval"]
-            head += f": needs {a['approvers']} approver(s) with role {'/'.join(a['roles'])}"
-        details = [*d.get("reasons", []), f"constitution {d['constitution_digest'][:12]}"]
-        return "decision", head, details
-    if kind == "approval_request" and not p.get("accepted", True):
-        return "approval", f"refused answer from {p['identity']}: {p.get('reason', '')}", []
+        d = p.get("decision") or {}
+        rules = ", ".join(d.get("matched_rules") or []) or "none (the default verdict)"
+        head = f"{str(d.get('verdict', '?')).upper()} by rule {rules}"
+        approval = d.get("approval")
+        if isinstance(approval, dict):
+            head += (
+                f": needs {approval.get('approvers')} approver(s) with role {'/'.join(approval.get('roles') or [])}, "
+                f"timeout {_num(approval.get('timeout_s'))}s then {approval.get('on_timeout')}"
+            )
+        digest = str(p.get("constitution_digest") or d.get("constitution_digest") or "")
+        return "decision", head, [*(d.get("reasons") or []), f"constitution {digest[:12]}"]
+    return None
+
+
+def _describe_response(kind: str, p: dict[str, Any]) -> Described | None:
+    """What people and Homeostat did about it, and how it ended."""
+    if kind == "approval_request":
+        verb = "approve" if p.get("approve") else "reject"
+        accepted = "accepted" if p.get("accepted", True) else f"refused: {p.get('reason', '')}"
+        who = f"{p.get('identity', '?')} ({'/'.join(p.get('roles') or [])})"
+        return "approval", f"{who} asked to {verb}: {accepted}", []
     if kind == "approval":
-        a = p["approval"]
-        verb = "APPROVED" if a["approve"] else "REJECTED"
-        head = f"{verb} by {a['approver']} ({p['approvals_so_far']}/{p['required']})"
-        return "approval", head, [f'comment: "{a["comment"]}"'] if a.get("comment") else []
+        a = p.get("approval") or {}
+        verb = "APPROVED" if a.get("approve") else "REJECTED"
+        head = f"{verb} by {a.get('approver', '?')} ({p.get('approvals_so_far', '?')}/{p.get('required', '?')})"
+        return "approval", head, [f"comment: “{a['comment']}”"] if a.get("comment") else []
     if kind == "approval_refused":
-        return "approval", f"not counted: {p['reason']}", []
+        return "approval", f"not counted: {p.get('reason', '')}", []
     if kind == "approval_timeout":
-        return "approval", f"approval timed out -> {p['on_timeout']}", []
+        return "approval", f"approval timed out -> {p.get('on_timeout', '?')}", []
     if kind == "action_intent":
         mode = " (dry run)" if p.get("dry_run") else ""
-        return "action", f"{p['action']} on {p['target']}{mode}", [f"idempotency key {p['idempotency_key']}"]
+        head = f"about to run {p.get('action', '?')} on {p.get('target', '?')}{_params(p.get('parameters'))}{mode}"
+        return "action", head, [f"idempotency key {p.get('idempotency_key', '?')}"]
     if kind == "action_result":
-        o = p["outcome"]
-        return "action", f"result: {o['status']}" + (f" ({o['detail']})" if o.get("detail") else ""), []
+        o = p.get("outcome") or {}
+        detail = f": {o['detail']}" if o.get("detail") else ""
+        return "action", f"{o.get('status', '?')} after {o.get('attempts', '?')} attempt(s){detail}", []
     if kind == "verification":
-        verdict = "recovered" if p["recovered"] else "NOT recovered"
-        return "verify", f"{verdict}: {p.get('detail', '')}", []
+        verdict = "recovered" if p.get("recovered") else "not recovered"
+        return "verify", verdict + (f": {p['detail']}" if p.get("detail") else ""), []
+    if kind == "incident_state":
+        reason = f": {p['reason']}" if p.get("reason") else ""
+        return "state", f"{p.get('from', '?')} → {p.get('to', '?')}{reason}", []
     if kind == "incident_closed":
-        return "outcome", f"{p['state'].upper()}: {p['summary']}", []
+        summary = f": {p['summary']}" if p.get("summary") else ""
+        return "outcome", f"{str(p.get('state', '?')).upper()}{summary}", []
+    if kind in ("constitution_loaded", "constitution_changed"):
+        digest = str(p.get("digest") or p.get("new_digest") or "?")[:12]
+        return "constitution", f"constitution {digest} in force (from {p.get('source', '?')})", []
+    if kind == "constitution_rejected":
+        errors = [str(e) for e in p.get("errors") or []]
+        head = f"constitution from {p.get('source', '?')} rejected ({len(errors)} error(s)); kept "
+        return "constitution", head + str(p.get("kept_digest", "?"))[:12], errors[:5]
+    if kind == "access_denied":
+        return "access", f"{p.get('method')} {p.get('path')} refused ({p.get('status')}): {p.get('reason')}", []
     return None
 
 
@@ -123,6 +202,7 @@ _STAGE_STYLE = {
     "action": "bold",
     "verify": "green",
     "outcome": "bold white on blue",
+    "triage": "yellow",
 }
 
 

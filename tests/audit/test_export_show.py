@@ -179,10 +179,10 @@ class TestShow:
             "bad_prompt_deploy on chat (confidence 0.92",
             "change prompt_version v6 → v7 on chat, 40s before onset",
             "rollback_prompt_version on chat (to=v6)",
-            "auto by rollback-after-bad-deploy",
+            "AUTO by rule rollback-after-bad-deploy",
             "succeeded after 1 attempt(s)",
             "recovered: quality back to 0.9",
-            "closed resolved",
+            "RESOLVED: rolled back prompt v7",
         ]:
             assert expected in out, expected
         assert "inc-other" not in out
