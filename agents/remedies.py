@@ -23,7 +23,7 @@ _REMEDY: dict[Cause, ActionName] = {
     Cause.CAPACITY: ActionName.THROTTLE,
     Cause.COST_MISROUTING: ActionName.REVERT_ROUTING,
     Cause.DATA_DRIFT: ActionName.TRIGGER_RETRAINING,
-    Cause.PII_LEAK: ActionName.ESCALATE,
+    Cause.PII_LEAK: ActionName.PURGE_CONTEXT_CACHE,
     Cause.UPSTREAM_DEPENDENCY: ActionName.ESCALATE,
     Cause.UNKNOWN: ActionName.ESCALATE,
 }
@@ -56,7 +56,25 @@ def _remedy_for(diagnosis: Diagnosis) -> ActionName:
         if ChangeKind.MODEL_VERSION in kinds:
             return ActionName.ROLLBACK_MODEL_VERSION
         return ActionName.ESCALATE
+    if diagnosis.cause is Cause.UPSTREAM_DEPENDENCY:
+        # Act on the callee: undo the change that degraded it, if the diagnosis rests on one;
+        # without a change to undo, a human decides.
+        on_callee = {
+            e.kind for e in diagnosis.evidence if isinstance(e, ChangeEvidence) and e.service == diagnosis.service
+        }
+        for kind, action in _UNDO_CHANGE:
+            if kind in on_callee:
+                return action
+        return ActionName.ESCALATE
     return _REMEDY[diagnosis.cause]
+
+
+#: The rollback that undoes a change of each kind (in order of preference).
+_UNDO_CHANGE: tuple[tuple[ChangeKind, ActionName], ...] = (
+    (ChangeKind.MODEL_VERSION, ActionName.ROLLBACK_MODEL_VERSION),
+    (ChangeKind.PROMPT_VERSION, ActionName.ROLLBACK_PROMPT_VERSION),
+    (ChangeKind.ROUTING, ActionName.REVERT_ROUTING),
+)
 
 
 def propose(diagnosis: Diagnosis, topology: Topology, *, proposer: str = "homeostat") -> Proposal:
@@ -118,7 +136,7 @@ def _build(
     if reasons:
         expected += " (not more, because " + "; ".join(reasons) + ")"
     if diagnosis.cause is Cause.PII_LEAK:
-        expected += "; purging the context cache is recommended"
+        expected += "; irreversible, so a person approves it first: a leak is never handled silently"
     return Proposal(
         action=action,
         target=target,

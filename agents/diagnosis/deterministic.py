@@ -347,7 +347,7 @@ def _provider_hypotheses(
         # Errors or latency on each member; one service alone on a provider cannot tell provider
         # from service, so it must show errors and latency together.
         pick = max if len(members) >= 2 else min
-        hit = {s: pick(symptoms[s].s(Signal.ERROR_RATE), symptoms[s].latency()) for s in members}
+        hit = {s: pick(_provider_errors(symptoms[s]), _provider_latency(symptoms[s])) for s in members}
         if min(hit.values()) <= 0:
             continue  # not every service of the provider suffers: not the provider
         # Callers of the provider's services are expected to follow them; only the rest count
@@ -385,6 +385,27 @@ def _provider_hypotheses(
             )
         )
     return out
+
+
+#: An error rate that rose by less than this (absolute, e.g. 0 -> 0.3 %) is not a provider
+#: failing: a near-zero baseline makes any stray error look like many spreads.
+MIN_PROVIDER_ERROR_RISE = 0.005
+
+
+def _provider_errors(sym: ServiceSymptoms) -> float:
+    """Error evidence that can speak for the provider: a material rise, not a stray error."""
+    shift = sym.shifts.get(Signal.ERROR_RATE)
+    if shift is not None and shift.after - shift.before < MIN_PROVIDER_ERROR_RISE:
+        return 0.0
+    return sym.s(Signal.ERROR_RATE)
+
+
+def _provider_latency(sym: ServiceSymptoms) -> float:
+    """Latency that can speak for the provider: none when the service's own request rate climbed,
+    because its own load explains its latency (capacity), whatever its provider."""
+    if sym.rising(Signal.REQUEST_RATE) > 0:
+        return 0.0
+    return sym.latency()
 
 
 def _changed_callee_hypotheses(
@@ -480,8 +501,17 @@ def _symptom_hypotheses(
 ) -> list[Hypothesis]:
     out: list[Hypothesis] = []
     changed = {c.service for c in changes if c.ts <= incident.onset}
+    # Symptoms only speak for this incident on its own services and what they depend on: a
+    # stray signal on an unrelated service belongs to another incident.
+    topology = incident.telemetry.topology()
+    own = {a.service for a in incident.anomalies}
+    in_play = set(own)
+    for start in sorted(own):
+        in_play |= set(_dependency_paths(topology, start))
     trend_signals = {(a.service, a.signal) for a in incident.anomalies if a.kind == "trend"}
     for service, sym in sorted(symptoms.items()):
+        if service not in in_play:
+            continue
         lat, queue = sym.latency(), sym.s(Signal.QUEUE_DEPTH)
         traffic = sym.rising(Signal.REQUEST_RATE)
         if traffic > 0 and (lat > 0 or queue > 0):
@@ -497,7 +527,9 @@ def _symptom_hypotheses(
                     ),
                 )
             )
-        pii = sym.s(Signal.PII_ALERTS)
+        # PII alerts and policy violations stay where they happen (a callee's do not show in its
+        # callers' signals): they explain only the incident's own services.
+        pii = sym.s(Signal.PII_ALERTS) if service in own else 0.0
         if pii > 0:
             out.append(
                 Hypothesis(
@@ -509,7 +541,7 @@ def _symptom_hypotheses(
                 )
             )
         policy = sym.s(Signal.POLICY_VIOLATION_RATE)
-        if policy > 0 and service not in changed:
+        if policy > 0 and service not in changed and service in own:
             out.append(
                 Hypothesis(
                     cause=Cause.SAFETY_REGRESSION,
