@@ -16,10 +16,28 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from river import drift
 
-from runtime.detection.series import _FAST_ALPHA, _RECENT_ALPHA, _SIGMA_PER_ABSDEV, SeriesDetector
+from domain import Anomaly
+from runtime.detection.series import (
+    _FAST_ALPHA,
+    _RECENT_ALPHA,
+    _SIGMA_PER_ABSDEV,
+    _TREND_T,
+    _TREND_W,
+    SeriesDetector,
+)
 
 F64 = npt.NDArray[np.float64]
+
+
+def _adwin_internals() -> bool:
+    """True when river's ADWIN keeps the layout this module relies on (checked, not assumed)."""
+    probe = drift.ADWIN()  # type: ignore[no-untyped-call]
+    return hasattr(probe, "_helper") and hasattr(probe, "_reset") and probe.__dict__.get("_drift_detected") is False
+
+
+_ADWIN_INTERNALS = _adwin_internals()
 
 #: robust state mirrored between a SeriesDetector and the arrays (same names as its slots)
 STATE = (
@@ -41,6 +59,8 @@ STATE = (
     "last_ts",
     "n",
 )
+#: the trend detector's exponentially weighted regression (SeriesDetector.trend[0..7])
+TREND = ("t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7")
 #: per-series constants from the policy
 PARAMS = (
     "alpha",
@@ -58,6 +78,13 @@ PARAMS = (
     "min_abs",
     "watch_up",
     "watch_dn",
+    "has_trend",
+    "has_burn",
+    "slo_max",
+    "slo_min",
+    "trend_min_n",
+    "horizon",
+    "trend_confirm",
 )
 
 
@@ -67,9 +94,8 @@ def eligible(det: SeriesDetector) -> bool:
         det.warm is None
         and det.alarm == 0
         and det.pending_spike is None
-        and det.trend is None
-        and det.burn is None
         and det.ph is None
+        and (det.trend is None or det.trend[5] > 0.0)
         and det.last_ts is not None
     )
 
@@ -79,7 +105,7 @@ class Columns:
 
     def __init__(self, capacity: int = 64) -> None:
         self.capacity = capacity
-        self.state: dict[str, F64] = {name: np.zeros(capacity) for name in STATE}
+        self.state: dict[str, F64] = {name: np.zeros(capacity) for name in (*STATE, *TREND)}
         self.param: dict[str, F64] = {name: np.zeros(capacity) for name in PARAMS}
         self.active = np.zeros(capacity, dtype=bool)
         self.stale_reported = np.zeros(capacity, dtype=bool)
@@ -121,6 +147,13 @@ class Columns:
         par["min_abs"][slot] = p.min_abs_change
         par["watch_up"][slot] = 1.0 if det.watch_up else 0.0
         par["watch_dn"][slot] = 1.0 if det.watch_dn else 0.0
+        par["has_trend"][slot] = 1.0 if det.trend is not None else 0.0
+        par["has_burn"][slot] = 1.0 if det.burn is not None else 0.0
+        par["slo_max"][slot] = p.slo_max if p.slo_max is not None else np.nan
+        par["slo_min"][slot] = p.slo_min if p.slo_min is not None else np.nan
+        par["trend_min_n"][slot] = max(p.warmup, 2.0 / _TREND_W)
+        par["horizon"][slot] = p.trend_horizon_s
+        par["trend_confirm"][slot] = p.trend_confirm
 
     def adopt(self, slot: int) -> None:
         """Move a series' state into the arrays if its next step is routine."""
@@ -130,6 +163,9 @@ class Columns:
         st = self.state
         for name in STATE:
             st[name][slot] = getattr(det, name)
+        if det.trend is not None:
+            for name, value in zip(TREND, det.trend, strict=True):
+                st[name][slot] = value
         self.stale_reported[slot] = det.stale_reported
         self.adwin[slot] = det.adwin
         self.active[slot] = True
@@ -144,6 +180,8 @@ class Columns:
         for name in STATE:
             value = float(st[name][slot])
             setattr(det, name, int(value) if name in ("up_n", "dn_n", "n") else value)
+        if det.trend is not None:
+            det.trend = [float(st[name][slot]) for name in TREND]
         det.stale_reported = bool(self.stale_reported[slot])
         self.active[slot] = False
 
@@ -151,7 +189,9 @@ class Columns:
         for slot in np.flatnonzero(self.active).tolist():
             self.release(slot)
 
-    def step(self, slots: npt.NDArray[np.intp], ts: F64, x: F64) -> tuple[list[int], list[bool]]:  # noqa: PLR0915
+    def step(  # noqa: PLR0915 - one vectorised pass, kept inline
+        self, slots: npt.NDArray[np.intp], ts: F64, x: F64
+    ) -> tuple[list[int], list[bool], list[tuple[int, list[Anomaly]]]]:
         """Advance active series (one row each) by one sample; returns rows that need their detector.
 
         For each handed-back row the arrays are left as before the step, the ADWIN has seen the
@@ -175,11 +215,19 @@ class Columns:
         adwins = self.adwin
         feed = (0.5 + zc / (2.0 * clip)).tolist()
         drift_list = [False] * len(feed)
-        for j, slot in enumerate(slots.tolist()):
-            a = adwins[slot]
-            if a is not None:
-                a.update(feed[j])
-                drift_list[j] = a.drift_detected
+        if _ADWIN_INTERNALS:  # river ADWIN.update without its Python wrapper (same steps)
+            for j, slot in enumerate(slots.tolist()):
+                a = adwins[slot]
+                if a is not None:
+                    if a._drift_detected:
+                        a._reset()
+                    drift_list[j] = a._drift_detected = a._helper.update(feed[j])
+        else:
+            for j, slot in enumerate(slots.tolist()):
+                a = adwins[slot]
+                if a is not None:
+                    a.update(feed[j])
+                    drift_list[j] = a.drift_detected
         drift = np.array(drift_list, dtype=bool)
         fast = g["fast"] + _FAST_ALPHA * (r - g["fast"])
         az = np.abs(z)
@@ -226,9 +274,18 @@ class Columns:
         new_sigma = np.where(est > floor, est, floor)
         top = np.abs(recent)
         peak = np.where(learn & (top > peak), top, peak)
+        trend_rows = np.flatnonzero(q["has_trend"] > 0.0)
+        if trend_rows.size:
+            trend_new, fires = self._trend(slots[trend_rows], ts[trend_rows], x[trend_rows], q, trend_rows)
+            exceptional[trend_rows] |= fires
         ok = ~exceptional
         rows = np.flatnonzero(ok)
         w = slots[rows]
+        if trend_rows.size:
+            keep = ok[trend_rows]
+            tw = slots[trend_rows[keep]]
+            for name, arr in trend_new.items():
+                st[name][tw] = arr[keep]
         st["interval"][w] = interval[rows]
         st["last_ts"][w] = ts[rows]
         st["n"][w] = g["n"][rows] + 1.0
@@ -249,4 +306,57 @@ class Columns:
         st["peak_s"][w] = peak[rows]
         st["gate"][w] = q["surprise"][rows] * peak[rows]
         back = np.flatnonzero(exceptional).tolist()
-        return back, [drift_list[j] for j in back]
+        found: list[tuple[int, list[Anomaly]]] = []
+        burn_rows = np.flatnonzero(ok & (q["has_burn"] > 0.0)).tolist()
+        if burn_rows:  # SLO burn-rate windows: per sample, but independent of the robust state
+            dets = self.dets
+            slot_list = slots.tolist()
+            ts_list = ts.tolist()
+            x_list = x.tolist()
+            for j in burn_rows:
+                det = dets[slot_list[j]]
+                assert det is not None and det.burn is not None
+                fired = det.burn.update(ts_list[j], x_list[j])
+                if fired:
+                    found.append((j, [det._burn_anomaly(ts_list[j], x_list[j], f) for f in fired]))
+        return back, [drift_list[j] for j in back], found
+
+    def _trend(
+        self, slots: npt.NDArray[np.intp], ts: F64, x: F64, q: dict[str, F64], rows: npt.NDArray[np.intp]
+    ) -> tuple[dict[str, F64], npt.NDArray[np.bool_]]:
+        """SeriesDetector._trend for many series: the new regression state and which rows would fire."""
+        st = self.state
+        t0, t1, t2, t3, t4, t5, t6, t7 = (st[name][slots] for name in TREND)
+        w = _TREND_W
+        dt = ts - t0
+        dx = x - t1
+        t0 = t0 + w * dt
+        t1 = t1 + w * dx
+        t2 = (1 - w) * (t2 + w * dt * dt)
+        t3 = (1 - w) * (t3 + w * dt * dx)
+        t4 = (1 - w) * (t4 + w * dx * dx)
+        t5 = t5 + 1.0
+        judged = (t5 >= q["trend_min_n"][rows]) & (t2 > 0.0)
+        safe_t2 = np.where(judged, t2, 1.0)
+        slope = t3 / safe_t2
+        n_eff = np.minimum(t5, (2.0 - w) / w)
+        resid = np.maximum(t4 - t3 * slope, 0.0)
+        se = np.where(resid > 0, np.sqrt(resid / (safe_t2 * n_eff)), 0.0)
+        fitted = t1 + slope * (ts - t0)
+        slo_max = q["slo_max"][rows]
+        slo_min = q["slo_min"][rows]
+        up = (slope > 0) & ~np.isnan(slo_max) & (fitted < slo_max)
+        down = ~up & (slope < 0) & ~np.isnan(slo_min) & (fitted > slo_min)
+        safe_slope = np.where(up | down, slope, 1.0)
+        eta = np.where(up, (slo_max - fitted) / safe_slope, np.where(down, (slo_min - fitted) / safe_slope, np.inf))
+        significant = (se == 0.0) | (np.abs(slope) >= _TREND_T * se)
+        horizon = q["horizon"][rows]
+        fired = t7 > 0.0
+        clear = judged & fired & ((eta > 2.0 * horizon) | ~significant)
+        close = (up | down) & (eta <= horizon) & significant
+        streak = np.where(judged & ~fired, np.where(close, t6 + 1.0, 0.0), t6)
+        streak = np.where(clear, 0.0, streak)
+        t7 = np.where(clear, 0.0, t7)
+        fires = judged & ~fired & (streak >= q["trend_confirm"][rows])
+        new = {"t0": t0, "t1": t1, "t2": t2, "t3": t3, "t4": t4, "t5": t5, "t6": streak, "t7": t7}
+        return new, fires

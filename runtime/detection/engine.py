@@ -12,9 +12,11 @@ import pickle
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from domain import Anomaly, Direction, Sample, Severity
 from runtime.detection.budget import BUDGET_SIGNALS, BudgetTracker
@@ -34,6 +36,20 @@ def default_config() -> DetectionConfig:
     if _DEFAULT_CONFIG is None:
         _DEFAULT_CONFIG = load_detection_config()
     return _DEFAULT_CONFIG
+
+
+_series_of = attrgetter("service", "signal")
+_value_of = attrgetter("value")
+_ts_of = attrgetter("ts")
+
+
+def _unix_times(samples: Sequence[Sample]) -> npt.NDArray[np.float64]:
+    """Unix seconds of each sample; a poll's samples usually share one datetime object."""
+    moments = list(map(_ts_of, samples))
+    first = moments[0]
+    if moments.count(first) == len(moments):
+        return np.full(len(moments), first.timestamp())
+    return np.array([m.timestamp() for m in moments], dtype=np.float64)
 
 
 class SnapshotError(ValueError):
@@ -67,66 +83,61 @@ class DetectionEngine:
         """Feed one sample; returns the anomalies it completes (usually none)."""
         return self.observe_value(sample.service, sample.signal, sample.ts.timestamp(), sample.value, sample.labels)
 
-    def observe_batch(self, samples: Sequence[Sample]) -> list[Anomaly]:  # noqa: PLR0915 - one pass, kept inline
+    def observe_batch(self, samples: Sequence[Sample]) -> list[Anomaly]:
         """Feed a poll's samples (any order across series; time order within a series).
 
         Same anomalies, in the same order, as `observe()` one sample at a time. Series whose
         step is routine are advanced together on numpy arrays (`columnar.Columns`); the rest,
         and any row a routine step cannot decide, go through their own `SeriesDetector`.
         """
-        if self._budget is not None:
+        if self._budget is not None or not samples:
             return self._observe_one_by_one(samples)
-        slots = self._slots
-        active = self._cols.active
-        fast_rows: list[int] = []
-        fast_slots: list[int] = []
-        fast_ts: list[float] = []
-        fast_x: list[float] = []
-        rest: list[int] = []
-        seen: set[int] = set()
-        last_dt = None
-        last_unix = 0.0
-        for i, sample in enumerate(samples):
-            slot = slots.get((sample.service, sample.signal))
-            if slot is None or not active[slot] or slot in seen:
-                rest.append(i)
-                if slot is not None:
-                    seen.add(slot)
-                continue
-            seen.add(slot)
-            moment = sample.ts
-            if moment is not last_dt:  # a poll's samples usually share one timestamp object
-                last_dt = moment
-                last_unix = moment.timestamp()
-            fast_rows.append(i)
-            fast_slots.append(slot)
-            fast_ts.append(last_unix)
-            fast_x.append(sample.value)
+        cols = self._cols
+        slot_list = list(map(self._slots.get, map(_series_of, samples)))
+        rest: list[int]
+        if None in slot_list or len(set(slot_list)) != len(slot_list):
+            # new series or a series twice in one poll: first rows of known series go columnar
+            seen: set[Any] = set()
+            pick = []
+            for i, slot in enumerate(slot_list):
+                if slot is not None and slot not in seen:
+                    pick.append(i)
+                seen.add(slot if slot is not None else ("new", i))
+            candidates = np.array(pick, dtype=np.intp)
+            all_slots = np.array([slot_list[i] for i in pick], dtype=np.intp)
+        else:
+            candidates = np.arange(len(slot_list), dtype=np.intp)
+            all_slots = np.array(slot_list, dtype=np.intp)
+        take = cols.active[all_slots] if all_slots.size else np.zeros(0, dtype=bool)
+        fast_idx = candidates[take]
+        fast_set = np.zeros(len(slot_list), dtype=bool)
+        fast_set[fast_idx] = True
+        rest = np.flatnonzero(~fast_set).tolist()
         found_at: list[tuple[int, list[Anomaly]]] = []
-        if fast_rows:
-            slot_arr = np.array(fast_slots, dtype=np.intp)
-            ts_arr = np.array(fast_ts, dtype=np.float64)
-            late = ts_arr <= self._cols.state["last_ts"][slot_arr]
+        if fast_idx.size:
+            slot_arr = all_slots[take]
+            chosen = [samples[i] for i in fast_idx.tolist()] if len(fast_idx) != len(samples) else list(samples)
+            ts_arr = _unix_times(chosen)
+            x_arr = np.array(list(map(_value_of, chosen)), dtype=np.float64)
+            late = ts_arr <= cols.state["last_ts"][slot_arr]
             if late.any():  # out of order or duplicate: the one-by-one path counts the drop
-                keep = np.flatnonzero(~late)
-                for j in np.flatnonzero(late).tolist():
-                    rest.append(fast_rows[j])
-                rest.sort()
-                fast_rows = [fast_rows[j] for j in keep.tolist()]
-                slot_arr = slot_arr[keep]
-                ts_arr = ts_arr[keep]
-                fast_x = [fast_x[j] for j in keep.tolist()]
+                keep = ~late
+                rest = sorted(rest + fast_idx[late].tolist())
+                fast_idx, slot_arr, ts_arr, x_arr = fast_idx[keep], slot_arr[keep], ts_arr[keep], x_arr[keep]
+            fast_rows = fast_idx.tolist()
             self.accepted += len(fast_rows)
-            back, drifts = self._cols.step(slot_arr, ts_arr, np.array(fast_x, dtype=np.float64))
+            back, drifts, burned = cols.step(slot_arr, ts_arr, x_arr)
+            for j, found in burned:
+                found_at.append((fast_rows[j], found))
             for j, drift in zip(back, drifts, strict=True):
                 slot = int(slot_arr[j])
-                self._cols.release(slot)
-                det = self._cols.dets[slot]
+                cols.release(slot)
+                det = cols.dets[slot]
                 assert det is not None
-                found = det.update(float(ts_arr[j]), fast_x[j], drift=drift)
-                self._cols.adopt(slot)
-                if found:
-                    found_at.append((fast_rows[j], found))
+                hit = det.update(float(ts_arr[j]), float(x_arr[j]), drift=drift)
+                cols.adopt(slot)
+                if hit:
+                    found_at.append((fast_rows[j], hit))
         for i in rest:
             sample = samples[i]
             found = self.observe(sample)

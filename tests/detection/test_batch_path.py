@@ -92,3 +92,29 @@ def test_bad_rows_inside_a_batch_are_dropped_like_one_by_one():
     assert got == expected
     assert engine.dropped == reference.dropped
     assert reference.dropped["duplicate_ts"] > 0 and reference.dropped["out_of_order"] > 0
+
+
+def test_trend_warnings_match_between_batch_and_one_by_one():
+    """Slow slides toward an SLO raise the same trend warnings, at the same samples, through the batch path."""
+    slopes = {"chat": -0.00004, "search": -0.00006, "rerank": 0.0}
+    rng = random.Random(5)
+    polls = [
+        [
+            Sample(
+                service=service,
+                signal=signal,
+                ts=T0 + timedelta(seconds=STEP_S * i),
+                value=(0.85 + rng.gauss(0, 0.01) + slope * max(i - 300, 0))
+                if signal == "quality_score"
+                else 0.03 + rng.gauss(0, 0.003) - 0.5 * slope * max(i - 300, 0),
+            )
+            for service, slope in slopes.items()
+            for signal in ("quality_score", "hallucination_rate")
+        ]
+        for i in range(3000)
+    ]
+    expected, _ = one_by_one(polls)
+    engine = DetectionEngine()
+    got = [a for poll in polls for a in engine.observe_batch(poll)]
+    assert sum(a.kind == "trend" for a in expected) >= 1
+    assert got == expected
