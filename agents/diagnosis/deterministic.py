@@ -42,6 +42,8 @@ CONFIDENCE_SLOPE = 1.3
 CONFIDENCE_CEILING = 0.98
 
 _LATENCY = (Signal.LATENCY_P50_MS, Signal.LATENCY_P95_MS, Signal.LATENCY_P99_MS)
+#: Weight of self time (served latency rising beyond outgoing-call latency) in localisation.
+SELF_TIME_WEIGHT = 2.0
 
 
 def confidence_of(score: float) -> float:
@@ -99,6 +101,34 @@ class ServiceSymptoms:
         """How anomalous the service looks: the sum of its symptoms' strengths (a service whose
         CPU, latency and traffic all move outranks one with a single jumpy series)."""
         return sum(self.s(sig) for sig in set(self.shifts) | self.anomalous_signals)
+
+    def self_time_pairs(self) -> tuple[list[str], list[str]] | None:
+        """The service's server-side and client-side latency series (names containing "latency" and
+        "server" / "client"), or None when it has neither. A missing side counts as no rise."""
+        server = sorted(g for g in self.shifts if "latency" in g.lower() and "server" in g.lower())
+        client = sorted(g for g in self.shifts if "latency" in g.lower() and "client" in g.lower())
+        return (server, client) if server or client else None
+
+    def localisation(self) -> float:
+        """How strongly the service looks like where a fault sits, for the localisation ranking.
+
+        With served (server) and outgoing-call (client) latency series, latency counts only as self
+        time: how much more the served latency rose than the latency of the service's own calls
+        (SELF_TIME_WEIGHT x the difference of strengths). Latency a service inherits from slow
+        callees shows on both sides and cancels; a service slow by itself shows on the server
+        side only. Its other signals count as in `overall`. Without such series, this is `overall`.
+        """
+        pairs = self.self_time_pairs()
+        if pairs is None:
+            return self.overall()
+        server, client = pairs
+
+        def up(signal: str) -> float:
+            return strength(self.shifts[signal].effect)
+
+        self_time = max(0.0, max((up(g) for g in server), default=0.0) - max((up(g) for g in client), default=0.0))
+        rest = sum(self.s(g) for g in set(self.shifts) | self.anomalous_signals if "latency" not in g.lower())
+        return SELF_TIME_WEIGHT * self_time + rest
 
     def evidence(self, signals: Iterable[str], anomaly_ids: Mapping[tuple[str, str], str]) -> list[Evidence]:
         out: list[Evidence] = []
@@ -453,8 +483,8 @@ def _upstream_hypotheses(
     seen: set[str] = set()
     for start in sorted({a.service for a in incident.anomalies}):
         paths = _dependency_paths(topology, start)
-        here = symptoms.get(start, _EMPTY).overall()
-        scored = sorted(((symptoms[c].overall(), c) for c in paths if c in symptoms), key=lambda x: (-x[0], x[1]))
+        here = symptoms.get(start, _EMPTY).localisation()
+        scored = sorted(((symptoms[c].localisation(), c) for c in paths if c in symptoms), key=lambda x: (-x[0], x[1]))
         if not scored or here <= 0:
             continue
         anomaly, target = scored[0]
@@ -628,7 +658,7 @@ def rank_services(
     an anomalous callee has its score reduced (its symptoms may be inherited); an anomalous
     service none of whose callees is anomalous is "upstream" and keeps its full score.
     """
-    anomaly = {s: sym.overall() for s, sym in symptoms.items()}
+    anomaly = {s: sym.localisation() for s, sym in symptoms.items()}
     ranks: list[ServiceRank] = []
     for service, sym in symptoms.items():
         own = anomaly[service]
