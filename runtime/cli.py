@@ -33,22 +33,66 @@ app.command()(demo.demo)
 
 
 @app.command()
-def run(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Daemon config file (see homeostat.example.yaml).")],
+def run(  # noqa: PLR0917 - typer maps each option to a parameter
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Daemon config file (see homeostat.example.yaml).")
+    ] = None,
+    simulate: Annotated[
+        bool, typer.Option("--simulate", help="Run against a simulated fleet with generated tokens (try it by hand).")
+    ] = False,
+    port: Annotated[int, typer.Option(help="--simulate: API and console port on 127.0.0.1.")] = 8080,
+    scenario: Annotated[
+        str, typer.Option(help="--simulate: shipped scenario name or scenario YAML file.")
+    ] = "provider_outage",
+    speed: Annotated[float, typer.Option(help="--simulate: simulated seconds per real second.")] = 1.0,
+    clock: Annotated[
+        str,
+        typer.Option(
+            help="'system' (wall clock) or 'simulator': follow the virtual time of the simulator the config polls."
+        ),
+    ] = "system",
     log_level: Annotated[str, typer.Option(help="JSON log level on stderr.")] = "INFO",
 ) -> None:
     """Run the daemon: poll sources, detect, diagnose, remediate within the constitution, serve the API."""
     from runtime.config import load_config
-    from runtime.daemon import run_daemon
+    from runtime.daemon import SimulatorClock, SimulatorClockError, run_daemon, simulator_url_of
     from runtime.logs import configure_logging
+    from runtime.simulate import SimulateError, run_simulated
 
     configure_logging(log_level)
+    if simulate:
+        if config is not None:
+            typer.echo("error: --simulate builds its own config; drop --config", err=True)
+            raise typer.Exit(2)
+        try:
+            run_simulated(port=port, scenario=scenario, speed=speed, echo=typer.echo)
+        except SimulateError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(2) from error
+        return
+    if config is None:
+        typer.echo("error: give --config FILE (or --simulate)", err=True)
+        raise typer.Exit(2)
+    if clock not in {"system", "simulator"}:
+        typer.echo(f"error: --clock: expected 'system' or 'simulator', got {clock!r}", err=True)
+        raise typer.Exit(2)
     try:
         loaded = load_config(config)
     except Exception as error:  # config errors name file, line and key
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from error
-    run_daemon(loaded)
+    daemon_clock = None
+    if clock == "simulator":
+        url = simulator_url_of(loaded)
+        if url is None:
+            typer.echo(f"error: --clock simulator: {config} has no simulator source or tools.simulator_url", err=True)
+            raise typer.Exit(2)
+        try:
+            daemon_clock = SimulatorClock(url)
+        except SimulatorClockError as error:
+            typer.echo(f"error: --clock simulator: {error}", err=True)
+            raise typer.Exit(2) from error
+    run_daemon(loaded, clock=daemon_clock)
 
 
 @app.command()

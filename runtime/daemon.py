@@ -16,7 +16,8 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
@@ -81,6 +82,137 @@ class RoutingAdapter:
         return found
 
 
+class AuditMetricsFeed:
+    """Feeds the metrics the audit trail knows best: actions by constitution verdict, action
+    outcomes and approval wait time (from the `decision` that asked for approval to the
+    `approval` that settled it, or to `approval_timeout`).
+
+    Pending waits are rebuilt from the log at start, so a wait that spans a restart is measured
+    from the original request, on the audit records' own timestamps.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._pending: dict[str, datetime] = {}
+
+    def seed(self, records: Iterable[Any]) -> None:
+        """Remember approvals still pending in an existing log (counters are not replayed)."""
+        self._pending.clear()
+        for r in records:
+            self._track(r.kind, r.payload, r.incident_id, r.ts)
+
+    def observe(self, kind: str, payload: dict[str, Any], incident_id: str | None, ts: datetime) -> None:
+        if kind == "decision":
+            self._metrics.actions.labels(verdict=payload["decision"]["verdict"]).inc()
+        elif kind == "action_result":
+            self._metrics.action_outcomes.labels(status=payload["outcome"]["status"]).inc()
+        result, started = self._track(kind, payload, incident_id, ts)
+        if result is not None and started is not None:
+            self._metrics.approval_wait.labels(result=result).observe(max(0.0, (ts - started).total_seconds()))
+
+    def _track(
+        self, kind: str, payload: dict[str, Any], incident_id: str | None, ts: datetime
+    ) -> tuple[str | None, datetime | None]:
+        if incident_id is None:
+            return None, None
+        if kind == "decision" and payload["decision"]["verdict"] == "approval":
+            self._pending[incident_id] = ts
+        elif kind == "approval_timeout":
+            return "expired", self._pending.pop(incident_id, None)
+        elif kind == "approval":
+            if not payload["approval"]["approve"]:
+                return "rejected", self._pending.pop(incident_id, None)
+            if payload.get("approvals_so_far", 0) >= payload.get("required", 1):
+                return "approved", self._pending.pop(incident_id, None)
+        return None, None
+
+
+class ObservedAudit:
+    """The audit log, with every successful append also handed to `on_append`."""
+
+    def __init__(self, inner: Any, on_append: Callable[[str, dict[str, Any], str | None, datetime], None]) -> None:
+        self._inner = inner
+        self._on_append = on_append
+
+    def append(self, kind: str, payload: dict[str, Any], *, incident_id: str | None, ts: datetime) -> Any:
+        record = self._inner.append(kind, payload, incident_id=incident_id, ts=ts)
+        try:
+            self._on_append(kind, payload, incident_id, ts)
+        except Exception:  # metrics must never fail an audited step
+            log.exception("metrics.feed_failed", kind=kind)
+        return record
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class SimulatorClockError(RuntimeError):
+    """The simulator whose time the daemon should follow cannot be read."""
+
+
+class SimulatorClock:
+    """The virtual time of an HTTP simulator (`GET {url}/healthz` -> now, speed).
+
+    Synced every `resync_s` on a thread of its own and extrapolated at the simulator's speed in
+    between (a simulator moved only by `POST /advance` reports no speed: its time is read, not
+    extrapolated); never goes backwards. With it the daemon's settle periods, recovery windows and
+    approval deadlines run in the simulator's time, so a simulator at 10x plays an incident
+    ten times faster and a jump (`POST /advance`) is seen within `resync_s`.
+    """
+
+    def __init__(self, url: str, *, resync_s: float = 0.25) -> None:
+        self._url = url.rstrip("/") + "/healthz"
+        self._lock = threading.Lock()
+        self._anchor = datetime.min
+        self._anchor_m = 0.0
+        self._speed = 0.0
+        self._last: datetime | None = None
+        self.sync()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._keep_synced, args=(resync_s,), name="sim-clock", daemon=True)
+        self._thread.start()
+
+    def sync(self) -> None:
+        try:
+            response = httpx.get(self._url, timeout=5.0)
+            response.raise_for_status()
+            body = response.json()
+            virtual = datetime.fromisoformat(body["now"])
+            speed = float(body.get("speed") or 0.0)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            raise SimulatorClockError(f"cannot read the simulator's time at {self._url}: {exc}") from exc
+        if virtual.tzinfo is None:
+            raise SimulatorClockError(f"{self._url}: now {body['now']!r} has no timezone")
+        with self._lock:
+            self._anchor, self._anchor_m, self._speed = virtual, time.monotonic(), speed
+
+    def _keep_synced(self, every: float) -> None:
+        while not self._stop.wait(every):
+            try:
+                self.sync()
+            except SimulatorClockError as exc:  # keep extrapolating; the source shows as stale
+                log.warning("sim_clock.unavailable", error=str(exc))
+
+    def now(self) -> datetime:
+        with self._lock:
+            t = self._anchor + timedelta(seconds=(time.monotonic() - self._anchor_m) * self._speed)
+            if self._last is not None and t < self._last:
+                t = self._last
+            self._last = t
+            return t
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def simulator_url_of(config: HomeostatConfig) -> str | None:
+    """The simulator a daemon polls (its first simulator source), else the one it remediates."""
+    for source in config.sources:
+        if source.type == "simulator":
+            return str(source.url)
+    return str(config.tools.simulator_url) if config.tools.simulator_url else None
+
+
 def database_path_or_url(url: str) -> str:
     """The loop takes a bare SQLite path or a PostgreSQL URL."""
     return url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
@@ -139,6 +271,11 @@ class Daemon:
             self.loop = ControlLoop(
                 options, clock=self.clock, adapter=RoutingAdapter(target, self._page), on_change=self._on_change
             )
+            # Actions by verdict, outcomes and approval waits are read off the audit trail.
+            self.audit_feed = AuditMetricsFeed(self.metrics)
+            self.audit_feed.seed(self.loop.audit.records())
+            self.loop.audit = ObservedAudit(self.loop.audit, self.audit_feed.observe)  # type: ignore[assignment]
+            self.loop.refresh()  # the journal, guard and graph now write through the observer
             self.blobs = StateBlobStore(self.loop.store.engine)
             # One process on SQLite leads by construction; replicas on PostgreSQL contend for a lease.
             self.lease: LeaderLease | None = None
@@ -240,6 +377,7 @@ class Daemon:
         self.lease.check()
         self._restore_detection()
         self.watcher.check()
+        self.audit_feed.seed(self.loop.audit.records())  # waits the last leader opened
         self.loop.refresh()
         self.loop.recover()  # intents without a result are settled by key, never repeated
         self._leading = True

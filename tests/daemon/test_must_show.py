@@ -1,0 +1,203 @@
+"""The daemon end to end: `homeostat run` (SQLite) against `homeostat sim serve` on loopback.
+
+A fault is injected, approved over the API, and recovers; a second incident's daemon is
+SIGTERMed while its approval is pending, restarted, approved, and recovers. Each action runs
+once by key, metrics show the verdicts and approval waits, and the audit chain verifies.
+The daemon's clock follows the simulator's virtual time (`--clock simulator`), which the test
+moves at SPEED x real time, so a 60 s settle and a 120 s recovery window take seconds.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from runtime.simulate import SimulatorDriver
+from tests._daemon_harness import (
+    REPO,
+    cli,
+    free_port,
+    json_of,
+    procs,
+    scenario_without_injections,
+    stop,
+    tokens_file,
+    wait_for,
+)
+
+__all__ = ["procs"]  # the fixture, re-exported for pytest
+
+SPEED = 10.0
+#: A fourth service on a provider pair of its own, so the second incident touches nothing the
+#: first one's failover did (those services sit in its cooldown for 15 minutes).
+FOURTH_SERVICE = """fleet:
+  providers:
+    llm-omega: {latency_factor: 1.0, error_rate: 0.002}
+    llm-sigma: {latency_factor: 1.0, error_rate: 0.002}
+  services:
+    support-chat: {traffic_share: 0.4}
+    kb-retriever: {traffic_share: 0.25}
+    doc-summarizer: {traffic_share: 0.15}
+    code-assistant:
+      provider: llm-omega
+      backup_provider: llm-sigma
+      model_version: code-m-7
+      previous_model_version: code-m-6
+      prompt_version: v3
+      previous_prompt_version: v2
+      traffic_share: 0.2
+      latency_p50_ms: 900
+      tokens_per_request: 1300
+      quality: 0.8
+"""
+APPROVER, VIEWER, AUDITOR = "approver-token-must-show", "viewer-token-must-show", "auditor-token-must-show"
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text (0 when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        head, _, value = line.rpartition(" ")
+        metric, _, rest = head.partition("{")
+        got = ",".join(sorted(p for p in rest.rstrip("}").split(",") if p))
+        if metric == name and got == want:
+            return float(value)
+    return 0.0
+
+
+def _write_config(tmp_path: Path, *, sim: str, api_port: int, db: Path) -> Path:
+    tokens = tokens_file(
+        tmp_path, {"ana": (APPROVER, ["approver"]), "vic": (VIEWER, ["viewer"]), "aud": (AUDITOR, ["auditor"])}
+    )
+    path = tmp_path / "homeostat.yaml"
+    path.write_text(
+        f"""database_url: sqlite:///{db}
+constitution: {REPO / "constitution.yaml"}
+sources:
+  - type: simulator
+    url: {sim}
+    interval_s: 0.5
+tools:
+  simulator_url: {sim}
+  allowed_targets: ["*"]
+auth:
+  tokens_file: {tokens}
+api:
+  port: {api_port}
+intervals: {{poll_s: 0.5, approval_expiry_s: 0.5, verification_s: 0.5, checkpoint_s: 2}}
+grace_period_s: 5
+"""
+    )
+    return path
+
+
+def test_approved_incident_recovers_and_a_pending_approval_survives_sigterm_and_restart(
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """Fault -> approval over the API -> recovery; then SIGTERM while pending, restart, approve, recovery."""
+    sim_port = free_port()
+    scenario = scenario_without_injections("provider_outage", tmp_path)
+    scenario.write_text(scenario.read_text().replace("injections: []", FOURTH_SERVICE + "injections: []"))
+    procs.append(
+        cli("sim", "serve", "--scenario", str(scenario), "--port", str(sim_port), "--speed", "0",
+            log=tmp_path / "sim.log")
+    )  # fmt: skip
+    sim = f"http://127.0.0.1:{sim_port}"
+    wait_for("the simulator", lambda: httpx.get(f"{sim}/healthz").status_code == 200, 60)
+    json_of(httpx.post(f"{sim}/advance", json={"seconds": 40 * 60}, timeout=120))  # detector history
+    driver = SimulatorDriver(sim, SPEED)  # then virtual time runs at SPEED x real time
+    driver.start()
+    try:
+        _play(tmp_path, sim, procs)
+    finally:
+        driver.stop()
+
+
+def _play(tmp_path: Path, sim: str, procs: list[subprocess.Popen[bytes]]) -> None:
+    api_port = free_port()
+    db = tmp_path / "homeostat.db"
+    config = _write_config(tmp_path, sim=sim, api_port=api_port, db=db)
+    api = f"http://127.0.0.1:{api_port}"
+
+    def start_daemon(n: int) -> subprocess.Popen[bytes]:
+        daemon = cli("run", "--config", str(config), "--clock", "simulator", log=tmp_path / f"daemon{n}.log")
+        procs.append(daemon)
+        wait_for("the daemon's API", lambda: httpx.get(f"{api}/readyz").status_code == 200, 90)
+        return daemon
+
+    def pending(exclude: set[str]) -> dict[str, Any] | None:
+        rows = json_of(httpx.get(f"{api}/v1/approvals", headers=_auth(VIEWER)))
+        return next((r for r in rows if r["id"] not in exclude), None)
+
+    def resolved(incident_id: str) -> dict[str, Any] | None:
+        row = json_of(httpx.get(f"{api}/v1/incidents/{incident_id}", headers=_auth(VIEWER)))
+        assert row["state"] not in {"failed", "escalated", "expired", "rejected"}, row
+        return row if row["state"] == "resolved" else None
+
+    daemon = start_daemon(1)
+
+    # -- incident 1: the primary LLM provider fails; failing over needs an approver ----------
+    outage = {"fault": "provider_outage", "provider": "llm-alpha", "severity": 1.0, "shape": "sudden"}
+    json_of(httpx.post(f"{sim}/faults", json=outage))
+    first = wait_for("a proposal awaiting approval", lambda: pending(set()), 120, 0.5)
+    assert first["action"] == "failover_provider", first
+    refused = httpx.post(f"{api}/v1/incidents/{first['id']}/approve", headers=_auth(VIEWER), json={"comment": "x"})
+    assert refused.status_code == 403  # a viewer cannot approve
+    json_of(httpx.post(f"{api}/v1/incidents/{first['id']}/approve", headers=_auth(APPROVER), json={"comment": "go"}))
+    wait_for("incident 1 to resolve", lambda: resolved(first["id"]), 120, 0.5)
+    faults = json_of(httpx.get(f"{sim}/faults"))
+    assert not faults["active"], faults  # the failover cleared the outage in the simulator
+    metrics = httpx.get(f"{api}/metrics").text
+    assert _metric(metrics, "homeostat_actions_total", verdict="approval") >= 1
+    assert _metric(metrics, "homeostat_approval_wait_seconds_count", result="approved") == 1
+    assert _metric(metrics, "homeostat_approval_wait_seconds_sum", result="approved") > 0
+    assert _metric(metrics, "homeostat_action_outcomes_total", status="succeeded") >= 1
+
+    # -- incident 2: code-assistant's own provider fails; SIGTERM while its approval is pending
+    json_of(httpx.post(f"{sim}/faults", json={**outage, "provider": "llm-omega"}))
+    second = wait_for("a second proposal awaiting approval", lambda: pending({first["id"]}), 120, 0.5)
+    assert stop(daemon) == 0
+    assert "daemon.stopped" in (tmp_path / "daemon1.log").read_text()
+
+    start_daemon(2)
+    still = wait_for("the restarted daemon to list the pending approval", lambda: pending({first["id"]}), 30)
+    assert still["id"] == second["id"] and still["action"] == "failover_provider", still
+    json_of(httpx.post(f"{api}/v1/incidents/{second['id']}/approve", headers=_auth(APPROVER), json={"comment": "ok"}))
+    wait_for("incident 2 to resolve", lambda: resolved(second["id"]), 120, 0.5)
+    metrics = httpx.get(f"{api}/metrics").text  # the wait began before the restart and is still measured
+    assert _metric(metrics, "homeostat_approval_wait_seconds_count", result="approved") == 1
+
+    # -- every action ran exactly once by key, and the audit chain verifies -----------------
+    def audit(kind: str) -> list[dict[str, Any]]:
+        params = {"kind": kind, "limit": 1000}
+        return list(json_of(httpx.get(f"{api}/v1/audit", params=params, headers=_auth(AUDITOR))))
+
+    intent_records = audit("action_intent")
+    intents = Counter(r["payload"]["idempotency_key"] for r in intent_records)
+    results = Counter(r["payload"]["idempotency_key"] for r in audit("action_result"))
+    assert intents and set(intents.values()) == {1} and intents == results, (intents, results)
+    for record in intent_records:
+        if record["payload"]["action"] != "escalate":
+            assert httpx.get(f"{sim}/actions/{record['payload']['idempotency_key']}").status_code == 200
+    assert {r["incident_id"] for r in audit("approval")} >= {first["id"], second["id"]}
+    assert stop(procs[-1]) == 0
+    verify = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "audit", "verify", "--db", str(db)],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
