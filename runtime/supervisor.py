@@ -91,7 +91,19 @@ class Supervisor:
             if settling and apart_s < self._settings.group_window_s:
                 self._join(row, anomaly, new_service=True)
                 return row.id
+        existing = self._store.get(self._incident_id(anomaly))
+        if existing is not None:
+            # The same anomaly seen again (telemetry re-delivered after a restart): it belongs to the
+            # incident it opened; a closed incident is not reopened under its own id.
+            if not existing.final:
+                self._join(existing, anomaly, new_service=False)
+            else:
+                log.info("anomaly.already_recorded", anomaly=anomaly.id, incident_id=existing.id)
+            return existing.id
         return self._open(anomaly)
+
+    def _incident_id(self, anomaly: Anomaly) -> str:
+        return f"{self._settings.id_prefix}-{anomaly.ts:%Y%m%dT%H%M%S}-{anomaly.service}"
 
     def _absorbs_side_effects(self, row: IncidentRow, now: datetime) -> bool:
         """A closed incident whose action changed something absorbs its services' anomalies for a
@@ -102,7 +114,7 @@ class Supervisor:
 
     def _open(self, anomaly: Anomaly) -> str:
         now = self._clock.now()
-        incident_id = f"{self._settings.id_prefix}-{anomaly.ts:%Y%m%dT%H%M%S}-{anomaly.service}"
+        incident_id = self._incident_id(anomaly)
         row = IncidentRow(
             id=incident_id,
             state=IncidentState.OPEN.value,
@@ -160,7 +172,12 @@ class Supervisor:
             if not row.graph_started:
                 continue
             snapshot = self._graph.get_state(_config(row.id))
-            if snapshot.next and not snapshot.interrupts:
+            if not snapshot.values:
+                # Killed after marking the incident started but before the graph's first checkpoint:
+                # there is no thread to resume, so start it (its first step is triage: nothing acted yet).
+                log.warning("incident.start_after_crash", incident_id=row.id)
+                self._start(row)
+            elif snapshot.next and not snapshot.interrupts:
                 log.warning("incident.resume_after_crash", incident_id=row.id, next=list(snapshot.next))
                 self._run(row.id, None)
 
