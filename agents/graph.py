@@ -281,10 +281,16 @@ class _Nodes:
         }
 
     def verify(self, s: IncidentGraphState) -> dict[str, Any]:
+        """Enter the recovery window (its own step, so resuming the wait never repeats this record)."""
+        spec = CATALOG[Proposal.model_validate(s["proposal"]).action]
+        until = datetime.fromisoformat(s["executed_at"]) + timedelta(seconds=spec.recovery.wait_s)
+        return self._move(s, IncidentState.VERIFYING, f"watching recovery until {until.isoformat()}")
+
+    def judge_recovery(self, s: IncidentGraphState) -> dict[str, Any]:
+        """Wait out the recovery window, then judge the catalog's recovery signals against baseline."""
         proposal = Proposal.model_validate(s["proposal"])
         spec = CATALOG[proposal.action]
         until = datetime.fromisoformat(s["executed_at"]) + timedelta(seconds=spec.recovery.wait_s)
-        moved = self._move(s, IncidentState.VERIFYING, f"watching recovery until {until.isoformat()}")
         interrupt({"type": "verify_wait", "incident_id": s["incident_id"], "until": until.isoformat()})
         onset = datetime.fromisoformat(s["onset"])
         now = self.deps.clock.now()
@@ -309,7 +315,7 @@ class _Nodes:
         verdict = evaluate_recovery(spec.recovery, baseline, current, incident_levels=peaks)
         result = {"recovered": verdict.recovered, "signals": verdict.detail, "detail": verdict.summary}
         self._audit(s, "verification", result)
-        return {**moved, "verification": result}
+        return {"verification": result}
 
     def propose_inverse(self, s: IncidentGraphState) -> dict[str, Any]:
         proposal = Proposal.model_validate(s["proposal"])
@@ -426,6 +432,7 @@ def build_incident_graph(
         "await_approval": nodes.await_approval,
         "execute": nodes.execute,
         "verify": nodes.verify,
+        "judge_recovery": nodes.judge_recovery,
         "propose_inverse": nodes.propose_inverse,
         "close": nodes.close,
     }
@@ -439,7 +446,8 @@ def build_incident_graph(
     graph.add_conditional_edges("gate", _after_gate)
     graph.add_conditional_edges("await_approval", _after_approval)
     graph.add_conditional_edges("execute", _after_execute)
-    graph.add_conditional_edges("verify", _after_verify)
+    graph.add_edge("verify", "judge_recovery")
+    graph.add_conditional_edges("judge_recovery", _after_verify)
     graph.add_edge("propose_inverse", "gate")
     graph.add_edge("close", END)
     return graph.compile(checkpointer=checkpointer)

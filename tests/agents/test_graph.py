@@ -258,3 +258,17 @@ def test_a_transient_blip_is_closed_at_triage_without_diagnosis() -> None:
     values = graph.get_state(config).values
     assert values["state"] == "resolved" and values["close_reason"].startswith("transient")
     assert target.calls == [] and "diagnosis" not in audit.kinds()
+
+
+def test_resuming_the_recovery_wait_records_each_transition_once() -> None:
+    """Waking up after the recovery window does not write the executing -> verifying transition twice."""
+    graph, audit, _target, clock, telemetry = _harness(Cause.BAD_PROMPT_DEPLOY, "support-chat")
+    config = _start(graph, "support-chat")
+    until = datetime.fromisoformat(graph.get_state(config).interrupts[0].value["until"])
+    while clock.now() < until:
+        clock.advance(10)
+        telemetry.add_samples([Sample(service="support-chat", signal="quality_score", ts=clock.now(), value=0.85)])
+    graph.invoke(Command(resume={"type": "verify_now"}), config)
+    moves = [(r.payload["from"], r.payload["to"]) for r in audit.rows if r.kind == "incident_state"]
+    assert moves.count(("executing", "verifying")) == 1
+    assert graph.get_state(config).values["state"] == "resolved"
