@@ -60,8 +60,6 @@ class ChaosReport:
     audit_records: int = 0
     wall_s: float = 0.0
     violations: list[str] = field(default_factory=list)
-    known_defects: list[str] = field(default_factory=list)
-    """Lives that died by themselves of a defect listed in KNOWN_DEFECTS (reported, not violations)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -72,7 +70,6 @@ class ChaosReport:
             "audit_records": self.audit_records,
             "wall_s": round(self.wall_s, 1),
             "violations": self.violations,
-            "known_defects": self.known_defects,
         }
 
 
@@ -152,33 +149,6 @@ class WorkerSpec:
     sim: str
     approvals_file: str
     step_s: float
-
-
-KNOWN_DEFECTS = {
-    "UNIQUE constraint failed: incidents.id": (
-        "runtime/supervisor.py: an anomaly seen again after a restart (telemetry re-delivered since the last "
-        "checkpoint) whose incident already closed reopens it under the same id: IntegrityError, the process dies"
-    ),
-}
-
-
-ORPHANED_THREAD = (
-    "runtime/supervisor.py: killed between marking the incident graph_started and the graph's first "
-    "checkpoint, the incident has no thread state, so recover() never resumes it: stuck in 'open' forever"
-)
-
-
-def _orphaned(db: str, incident_id: str) -> bool:
-    """An incident marked started whose LangGraph thread has no checkpoint at all."""
-    import sqlite3
-
-    conn = sqlite3.connect(db)
-    try:
-        started = conn.execute("SELECT graph_started FROM incidents WHERE id = ?", (incident_id,)).fetchone()
-        saved = conn.execute("SELECT count(*) FROM checkpoints WHERE thread_id = ?", (incident_id,)).fetchone()
-    finally:
-        conn.close()
-    return bool(started and started[0]) and saved is not None and saved[0] == 0
 
 
 def _record_crash(spec: WorkerSpec, error: BaseException) -> None:
@@ -322,18 +292,14 @@ def run_chaos(
             for problem in check_invariants(db, sim, approvals_file):
                 report.violations.append(f"after kill {report.kills}: {problem}")
         final = WorkerSpec(db, sim, str(approvals_file), step_s)
-        for _ in range(5):  # a life that dies of a known defect is restarted, as a supervisor process would
+        for _ in range(5):  # a life that dies by itself is restarted, as a process supervisor would (and reported)
             if _finish(final, final_steps):
                 break
         _collect_crashes(workdir / "crashes.jsonl", report)
         report.violations += [f"at the end: {p}" for p in check_invariants(db, sim, approvals_file)]
         report.incidents = incident_states(db)
         for incident, state in report.incidents.items():
-            if IncidentState(state) in FINAL_STATES:
-                continue
-            if _orphaned(db, incident):
-                report.known_defects.append(f"{incident}: {ORPHANED_THREAD}")
-            else:
+            if IncidentState(state) not in FINAL_STATES:
                 report.violations.append(f"incident {incident} ended in non-final state {state}")
         report.actions_applied = len(httpx.get(f"{sim}/chaos/applied", timeout=10).json())
     report.approvals_given = len(approvals_file.read_text().splitlines()) if approvals_file.exists() else 0
@@ -344,15 +310,10 @@ def run_chaos(
 
 
 def _collect_crashes(path: Path, report: ChaosReport) -> None:
-    """Lives that died by themselves: a known defect is reported, anything else is a violation."""
+    """Lives that died by themselves (not by our SIGKILL) are violations."""
     lines = path.read_text().splitlines() if path.exists() else []
     for line in lines:
-        error = json.loads(line)["error"]
-        known = next((why for marker, why in KNOWN_DEFECTS.items() if marker in error), None)
-        if known is None:
-            report.violations.append(f"the loop's process died by itself: {error}")
-        else:
-            report.known_defects.append(known)
+        report.violations.append(f"the loop's process died by itself: {json.loads(line)['error']}")
 
 
 def _finish(spec: WorkerSpec, max_steps: int) -> bool:

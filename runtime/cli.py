@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from runtime import approvals_cli, bench_cli, constitution_cli, db_cli, demo, diagnose_cli, sim_cli
+from runtime import approvals_cli, bench_cli, constitution_cli, db_cli, demo, diagnose_cli, reliability_cli, sim_cli
 from runtime.audit import cli as audit_cli
 from runtime.auth import token_app
 from runtime.detection import cli as detection_cli
@@ -26,6 +26,7 @@ app.add_typer(diagnose_cli.app, name="diagnose")
 app.add_typer(db_cli.app, name="db")
 app.add_typer(approvals_cli.app, name="approvals")
 app.add_typer(token_app, name="token")
+app.add_typer(reliability_cli.app, name="reliability")
 detection_cli.register(app)
 
 

@@ -236,7 +236,10 @@ async def audit_records(
     who: Auditor,
     incident: Annotated[str | None, Query(max_length=200)] = None,
     kind: Annotated[str | None, Query(max_length=100)] = None,
-    after: Annotated[int | None, Query(ge=0, description="only records with a larger sequence number")] = None,
+    after: Annotated[
+        int | None,
+        Query(ge=0, le=2**63 - 1, description="only records with a larger sequence number (a 64-bit cursor)"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     """Audit records in sequence order (auditor role)."""
