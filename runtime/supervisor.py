@@ -167,7 +167,7 @@ class Supervisor:
                 self._resume(row.id, {"type": "verify_now"})
 
     def recover(self) -> None:
-        """After a restart: continue threads that stopped mid-step (not at an interrupt)."""
+        """After a restart: start, resume or re-sync every incident whose thread was in flight."""
         for row in self._store.list(open_only=True, prefix=self._settings.id_prefix):
             if not row.graph_started:
                 continue
@@ -180,6 +180,11 @@ class Supervisor:
             elif snapshot.next and not snapshot.interrupts:
                 log.warning("incident.resume_after_crash", incident_id=row.id, next=list(snapshot.next))
                 self._run(row.id, None)
+            else:
+                # Finished, or waiting at an interrupt: the store may lag the checkpoint when the
+                # process died between a graph step and its sync (a closed incident shown open, or
+                # a pending approval nobody can see). The checkpoint is the truth; copy it over.
+                self._sync(row.id)
 
     def _start(self, row: IncidentRow) -> None:
         anomalies: list[Anomaly] = []

@@ -74,3 +74,22 @@ def test_a_redelivered_anomaly_never_reopens_its_closed_incident(tmp_path: Path)
     loop.ingest(TelemetryBatch())  # the loop keeps going
     assert json.loads(rows[0].services_json) == ["support-chat"]
     loop.close()
+
+
+def test_a_store_that_lags_its_checkpoint_is_resynced_on_recovery(tmp_path: Path) -> None:
+    """Killed between a graph step and the store sync: recovery copies the checkpoint's state over."""
+    db = str(tmp_path / "h.sqlite")
+    loop, clock = _loop(db)
+    (incident_id,) = loop.supervisor.on_anomalies([_anomaly(clock)])
+    clock.advance(120)
+    loop.supervisor.tick()  # starts the graph; it runs until it closes or waits
+    done = loop.store.get(incident_id)
+    assert done is not None and done.state != IncidentState.OPEN.value
+    loop.store.update(incident_id, state=IncidentState.OPEN.value, waiting_for=None)  # the lost sync
+    loop.close()
+
+    restarted, _ = _loop(db)
+    restarted.recover()
+    after = restarted.store.get(incident_id)
+    assert after is not None and (after.state, after.waiting_for) == (done.state, done.waiting_for)
+    restarted.close()
