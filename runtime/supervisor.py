@@ -243,11 +243,13 @@ class Supervisor:
                 ts=datetime.fromisoformat(answer.ts),
             )
             assert answer.id is not None
-            self._store.mark_delivered(answer.id)
             current = self._store.get(row.id)
-            if current is None or current.waiting_for != "approval":
-                break
-            self._resume(row.id, {"type": "answer", "approval": approval.model_dump(mode="json")})
+            if current is not None and current.waiting_for == "approval":
+                self._resume(row.id, {"type": "answer", "approval": approval.model_dump(mode="json")})
+            # Only now is the answer in the graph's checkpoint (or moot: the wait is over). Marking it
+            # earlier lost it to a crash in between; a repeat delivery after a crash is harmless, as
+            # the graph refuses a second answer from the same person.
+            self._store.mark_delivered(answer.id)
 
     def _changed(self, incident_id: str) -> None:
         if self._on_change is None:
