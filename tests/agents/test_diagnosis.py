@@ -12,8 +12,7 @@ from tests.agents import test_diagnosis_fleet as fleet
 
 
 def diagnose(scenario: fleet.Scenario) -> Diagnosis:
-    ctx, _store = scenario.build()
-    return DeterministicDiagnoser().diagnose(ctx)
+    return fleet.diagnose(scenario)
 
 
 class TestDemoScenarios:
@@ -77,16 +76,7 @@ class TestConfoundersAndDependencies:
 
     def test_a_bad_change_on_a_callee_is_an_upstream_dependency_with_the_change_as_evidence(self) -> None:
         """When kb-retriever's model change hurts it and support-chat follows, act on kb-retriever."""
-        scenario = fleet.Scenario(
-            effects={
-                (fleet.KB, Signal.QUALITY_SCORE): 0.7,
-                (fleet.KB, Signal.HALLUCINATION_RATE): 4.0,
-                (fleet.SC, Signal.QUALITY_SCORE): 0.8,
-                (fleet.SC, Signal.HALLUCINATION_RATE): 3.0,
-            },
-            changes=[fleet.change(fleet.KB, ChangeKind.MODEL_VERSION, 4)],
-            anomalies=[(fleet.SC, Signal.QUALITY_SCORE, fleet.DOWN)],
-        )
+        scenario = fleet.upstream_model_regression()
         d = diagnose(scenario)
         assert (d.cause, d.service) == (Cause.UPSTREAM_DEPENDENCY, fleet.KB)
         assert any(isinstance(e, ChangeEvidence) and e.service == fleet.KB for e in d.evidence)

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from agents.diagnosis import DeterministicDiagnoser
 from agents.ports import IncidentContext
-from domain import Anomaly, ChangeEvent, ChangeKind, Direction, Sample, ServiceInfo, Signal, Topology
+from domain import Anomaly, ChangeEvent, ChangeKind, Diagnosis, Direction, Sample, ServiceInfo, Signal, Topology
 from runtime.telemetry import TelemetryStore
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -227,6 +228,26 @@ def safety_regression_without_change() -> Scenario:
         effects={(KB, Signal.POLICY_VIOLATION_RATE): 8.0, (KB, Signal.HALLUCINATION_RATE): 2.0},
         anomalies=[(KB, Signal.POLICY_VIOLATION_RATE, UP)],
     )
+
+
+def upstream_model_regression() -> Scenario:
+    """A model change hurts kb-retriever; its caller support-chat follows."""
+    return Scenario(
+        effects={
+            (KB, Signal.QUALITY_SCORE): 0.7,
+            (KB, Signal.HALLUCINATION_RATE): 4.0,
+            (SC, Signal.QUALITY_SCORE): 0.8,
+            (SC, Signal.HALLUCINATION_RATE): 3.0,
+        },
+        changes=[change(KB, ChangeKind.MODEL_VERSION, 4)],
+        anomalies=[(SC, Signal.QUALITY_SCORE, DOWN)],
+    )
+
+
+def diagnose(scenario: Scenario) -> Diagnosis:
+    """The deterministic diagnosis of a seeded scenario."""
+    ctx, _store = scenario.build()
+    return DeterministicDiagnoser().diagnose(ctx)
 
 
 def pii_leak() -> Scenario:

@@ -3,15 +3,13 @@ local, a PII leak purges the cache, and an upstream regression is undone on the 
 
 from __future__ import annotations
 
-from agents.diagnosis import DeterministicDiagnoser
 from agents.remedies import propose
-from domain import ActionName, Cause, ChangeKind, Diagnosis, Signal
+from domain import ActionName, Cause, Diagnosis, Signal
 from tests.agents import test_diagnosis_fleet as fleet
 
 
 def diagnose(scenario: fleet.Scenario) -> Diagnosis:
-    ctx, _store = scenario.build()
-    return DeterministicDiagnoser().diagnose(ctx)
+    return fleet.diagnose(scenario)
 
 
 def support_chat_overload(**extra: dict[tuple[str, str], float]) -> fleet.Scenario:
@@ -99,16 +97,7 @@ class TestRemedies:
 
     def test_an_upstream_regression_is_rolled_back_on_the_callee(self) -> None:
         """A model change that degraded kb-retriever, with support-chat following, rolls back kb-retriever."""
-        scenario = fleet.Scenario(
-            effects={
-                (fleet.KB, Signal.QUALITY_SCORE): 0.7,
-                (fleet.KB, Signal.HALLUCINATION_RATE): 4.0,
-                (fleet.SC, Signal.QUALITY_SCORE): 0.8,
-                (fleet.SC, Signal.HALLUCINATION_RATE): 3.0,
-            },
-            changes=[fleet.change(fleet.KB, ChangeKind.MODEL_VERSION, 4)],
-            anomalies=[(fleet.SC, Signal.QUALITY_SCORE, fleet.DOWN)],
-        )
+        scenario = fleet.upstream_model_regression()
         d = diagnose(scenario)
         assert (d.cause, d.service) == (Cause.UPSTREAM_DEPENDENCY, fleet.KB)
         ctx, _ = scenario.build()
