@@ -10,7 +10,6 @@ import hashlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,22 +23,12 @@ import httpx
 import psycopg
 import pytest
 
+from tests._daemon_harness import cli, free_port
+
 REPO = Path(__file__).resolve().parents[2]
 TTL_S, RENEW_S, POLL_S = 4.0, 1.0, 0.5
 TOKEN = "approver-token-for-ha-test"
 LAG_S = 5.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _cli(*args: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # logs reach the file as they happen
-    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen([sys.executable, "-m", "runtime.cli", *args], cwd=REPO, stdout=out, stderr=out, env=env)
 
 
 def _scenario_for_wall_clock(tmp_path: Path) -> Path:
@@ -111,24 +100,14 @@ def stop_clock() -> Iterator[threading.Event]:
     stop.set()
 
 
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-            p.wait(10)
-
-
 def test_follower_takes_over_a_killed_leader_and_runs_the_approved_action_once(
     pg_url: str, tmp_path: Path, procs: list[subprocess.Popen[bytes]], stop_clock: threading.Event
 ) -> None:
     """SIGKILL the leader while a failover awaits approval; the survivor leads within TTL + one renewal."""
-    sim_port, api_a, api_b = _free_port(), _free_port(), _free_port()
+    sim_port, api_a, api_b = free_port(), free_port(), free_port()
     # Virtual time moves only when this test advances it (--speed 0): it follows the wall clock.
     procs.append(
-        _cli(
+        cli(
             "sim",
             "serve",
             "--scenario",
@@ -174,7 +153,7 @@ grace_period_s: 2
         return path
 
     # Both replicas start together (start-up is the slow part); whichever takes the lease leads.
-    replicas = {api: _cli("run", "--config", str(config(api)), log=tmp_path / f"{api}.log") for api in (api_a, api_b)}
+    replicas = {api: cli("run", "--config", str(config(api)), log=tmp_path / f"{api}.log") for api in (api_a, api_b)}
     procs.extend(replicas.values())
     holder_a = _wait("a replica to lead", lambda: _holder(pg_url), 120)
     lead_api = next(api for api, p in replicas.items() if f":{p.pid}:" in holder_a)
