@@ -39,4 +39,5 @@ def pg_url() -> Iterator[str]:
         finally:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
+
 from tests._daemon_harness import procs  # noqa: E402, F401 (a fixture, shared with tests/daemon)
