@@ -9,44 +9,19 @@ version that carries them: roll the version back and the fault is gone.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 
 from domain import ActionName, Cause, ChangeKind
 
 
-@dataclass(slots=True)
-class Mods:
-    """Cause-level knobs one service runs under at one instant (identity = healthy)."""
-
-    latency_mult: float = 1.0
-    error_add: float = 0.0
-    tokens_mult: float = 1.0
-    price_mult: float = 1.0
-    quality_add: float = 0.0
-    hallucination_add: float = 0.0
-    policy_add: float = 0.0
-    pii_add: float = 0.0
-    demand_mult: float = 1.0
-    cache_add: float = 0.0
-
-    def add_effect(self, effect: Effect, strength: float) -> None:
-        """Blend in one fault's effect at `strength` (severity x shape intensity)."""
-        self.latency_mult *= 1.0 + (effect.latency_mult - 1.0) * strength
-        self.tokens_mult *= 1.0 + (effect.tokens_mult - 1.0) * strength
-        self.price_mult *= 1.0 + (effect.price_mult - 1.0) * strength
-        self.demand_mult *= 1.0 + (effect.demand_mult - 1.0) * strength
-        self.error_add += effect.error_add * strength
-        self.quality_add += effect.quality_add * strength
-        self.hallucination_add += effect.hallucination_add * strength
-        self.policy_add += effect.policy_add * strength
-        self.pii_add += effect.pii_add * strength
-        self.cache_add += effect.cache_add * strength
-
-
 @dataclass(frozen=True, slots=True)
 class Effect:
-    """A failure mode's effect at severity 1.0 and full intensity."""
+    """Cause-level knobs a service runs under (the defaults are a healthy service).
+
+    `EFFECTS` holds each failure mode's knobs at severity 1.0 and full intensity; the knobs a
+    service runs under at one instant are `HEALTHY` blended with every fault that reaches it.
+    """
 
     latency_mult: float = 1.0
     error_add: float = 0.0
@@ -58,6 +33,20 @@ class Effect:
     pii_add: float = 0.0
     demand_mult: float = 1.0
     cache_add: float = 0.0
+
+    def blend(self, effect: Effect, strength: float) -> Effect:
+        """These knobs with `effect` blended in at `strength`: `*_mult` knobs compound, the rest add."""
+        knobs: dict[str, float] = {}
+        for knob in fields(self):
+            mine, theirs = getattr(self, knob.name), getattr(effect, knob.name)
+            if knob.name.endswith("_mult"):
+                knobs[knob.name] = mine * (1.0 + (theirs - 1.0) * strength)
+            else:
+                knobs[knob.name] = mine + theirs * strength
+        return replace(self, **knobs)
+
+
+HEALTHY = Effect()
 
 
 #: The mechanics of each fault kind named in scenario files.

@@ -23,11 +23,12 @@ from simulations._faults import (
     CARRIER,
     CAUSE_OF,
     EFFECTS,
+    HEALTHY,
     PROVIDER_KINDS,
     ActiveFault,
+    Effect,
     FaultRecord,
     FaultState,
-    Mods,
 )
 from simulations._spec import (
     DeployInjection,
@@ -491,7 +492,7 @@ class Fleet:
     def _service_values(
         self,
         svc: _Service,
-        mods: Mods,
+        mods: Effect,
         *,
         t: float,
         daily: float,
@@ -581,15 +582,15 @@ class Fleet:
         self._bitgen.state = state
         return self._rng
 
-    def _mods(self, t: float) -> dict[str, Mods]:
-        mods = {name: Mods() for name in self._services}
+    def _mods(self, t: float) -> dict[str, Effect]:
+        mods = dict.fromkeys(self._services, HEALTHY)
         for fault in self._faults:
             strength = fault.shape_intensity(t) * fault.severity
             if strength <= 0.0:
                 continue
             effect = EFFECTS[fault.kind]
             for name in self._affected(fault):
-                mods[name].add_effect(effect, strength)
+                mods[name] = mods[name].blend(effect, strength)
         return mods
 
     def _affected(self, fault: FaultState) -> list[str]:
