@@ -13,6 +13,7 @@ from policies.decide import (
     check_rule,
     decide,
     explain,
+    flap_link,
     merge_approvals,
     restrictiveness,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "check_rule",
     "decide",
     "explain",
+    "flap_link",
     "format_path",
     "load_constitution",
     "load_yaml_with_lines",

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from domain import ActionName, ApprovalRequirement, Decision, OnTimeout, Proposal, Verdict
 from domain.types import UtcDatetime
 from policies.constitution import Constitution
-from policies.schema import KillSwitch, Rule, TimeWindow
+from policies.schema import FlapGuard, KillSwitch, Rule, TimeWindow
 
 HOUR = timedelta(hours=1)
 
@@ -36,6 +36,16 @@ class RecentAction(BaseModel):
     service: str
     ts: UtcDatetime
     automatic: bool
+    services: tuple[str, ...] = Field(
+        default=(), description="every service the action changed besides `service` (all that a failover moved)"
+    )
+    destination: str | None = Field(
+        default=None, description="where the action moved traffic to (the backup provider of a failover), if known"
+    )
+
+    def changed_services(self) -> frozenset[str]:
+        """The services this action changed: the one it ran for and any others it touched."""
+        return frozenset((self.service, *self.services))
 
 
 class DecisionContext(BaseModel):
@@ -200,11 +210,16 @@ def explain(proposal: Proposal, context: DecisionContext, constitution: Constitu
     source = "decision context" if context.kill_switch is not None else "constitution"
 
     if verdict is Verdict.AUTO:
-        guard = _guard_reason(proposal, context, constitution)
-        if guard is not None:
+        budget = _budget_reason(proposal, context, constitution)
+        if budget is not None:
             verdict = Verdict.APPROVAL
             approval = constitution.approval_for(None)
-            reasons.append(guard)
+            reasons.append(budget)
+
+    flap_guard = constitution.flap_guard
+    flap = _flap_reason(proposal, context, flap_guard) if flap_guard is not None else None
+    if flap_guard is not None and flap is not None and verdict is not Verdict.DENY:
+        verdict, approval = _hold_back(flap, flap_guard, approval, constitution, reasons)
 
     if kill_switch is KillSwitch.DENY_ALL and verdict is not Verdict.DENY:
         reasons.append(f"kill switch deny_all (from the {source}) turns {verdict.value} into deny")
@@ -223,43 +238,118 @@ def explain(proposal: Proposal, context: DecisionContext, constitution: Constitu
     return Explanation(decision=decision, checks=checks, kill_switch=kill_switch)
 
 
-def _guard_reason(proposal: Proposal, context: DecisionContext, constitution: Constitution) -> str | None:
-    """Why an automatic verdict must wait for approval (budget or flap guard), or None."""
+def _hold_back(
+    flap: str,
+    flap_guard: FlapGuard,
+    approval: ApprovalRequirement | None,
+    constitution: Constitution,
+    reasons: list[str],
+) -> tuple[Verdict, ApprovalRequirement | None]:
+    """The flap guard's verdict for a flapping proposal: deny, or an approval that never turns into auto."""
+    if flap_guard.verdict is Verdict.DENY:
+        reasons.append(f"{flap}; the flap guard denies it")
+        return Verdict.DENY, None
+    if approval is None:
+        approval = constitution.approval_for(None)
+    said = f"{flap}; it needs approval"
+    if approval.on_timeout is OnTimeout.AUTO:
+        approval = approval.model_copy(update={"on_timeout": OnTimeout.REJECT})
+        said += " and is rejected (not run) if nobody answers in time"
+    reasons.append(said)
+    return Verdict.APPROVAL, approval
+
+
+def _budget_reason(proposal: Proposal, context: DecisionContext, constitution: Constitution) -> str | None:
+    """Why an automatic verdict must wait for approval because a budget is spent, or None."""
     now = context.now
-    past = [a for a in context.recent_actions if a.ts <= now]
     budgets = constitution.budgets
-    if not _is_exempt(proposal.action, budgets.exempt_actions):
-        counted = [
-            a for a in past if a.automatic and now - a.ts < HOUR and not _is_exempt(a.action, budgets.exempt_actions)
-        ]
-        limit = budgets.per_service_per_hour
-        if limit is not None:
-            n = sum(1 for a in counted if a.service == proposal.service)
-            if n >= limit:
-                return (
-                    f"budget: {n} automatic actions on service {proposal.service!r} in the past hour"
-                    f" (limit {limit}); this one needs approval"
-                )
-        limit = budgets.global_per_hour
-        if limit is not None and len(counted) >= limit:
+    if _is_exempt(proposal.action, budgets.exempt_actions):
+        return None
+    counted = [
+        a
+        for a in context.recent_actions
+        if a.ts <= now and a.automatic and now - a.ts < HOUR and not _is_exempt(a.action, budgets.exempt_actions)
+    ]
+    limit = budgets.per_service_per_hour
+    if limit is not None:
+        n = sum(1 for a in counted if a.service == proposal.service)
+        if n >= limit:
             return (
-                f"budget: {len(counted)} automatic actions fleet-wide in the past hour (limit {limit});"
-                " this one needs approval"
+                f"budget: {n} automatic actions on service {proposal.service!r} in the past hour"
+                f" (limit {limit}); this one needs approval"
             )
-    flap = constitution.flap_guard
-    if flap is not None and not _is_exempt(proposal.action, flap.exempt_actions):
-        window = timedelta(seconds=flap.window)
-        earlier = [
-            a for a in past if a.action is proposal.action and a.target == proposal.target and now - a.ts < window
-        ]
-        if earlier:
-            last = max(earlier, key=lambda a: a.ts)
-            ago = (now - last.ts).total_seconds()
-            return (
-                f"flap guard: {proposal.action.value} on {proposal.target!r} already ran {ago:g}s ago"
-                f" (window {flap.window:g}s); this one needs approval"
-            )
+    limit = budgets.global_per_hour
+    if limit is not None and len(counted) >= limit:
+        return (
+            f"budget: {len(counted)} automatic actions fleet-wide in the past hour (limit {limit});"
+            " this one needs approval"
+        )
     return None
+
+
+def _string_list(value: object) -> tuple[str, ...]:
+    if isinstance(value, (list, tuple)):
+        return tuple(v for v in value if isinstance(v, str))
+    return ()
+
+
+def flap_link(proposal: Proposal, earlier: RecentAction) -> str | None:
+    """How `proposal` would undo or repeat `earlier` (in words), or None if they are unrelated.
+
+    Related means: the same target; a service both change (the service each runs for, plus the
+    services a failover names or moved); or the same provider pair reversed (the proposal moves
+    traffic off the provider `earlier` moved it to, or back onto the one it left). A failover
+    whose destination was not recorded is assumed to be reversible by any later failover.
+    """
+    if earlier.target == proposal.target:
+        return f"same target {proposal.target!r}"
+    shared = sorted(earlier.changed_services() & {proposal.service, *_string_list(proposal.parameters.get("services"))})
+    if shared:
+        return f"same service {', '.join(repr(s) for s in shared)}"
+    to_provider = proposal.parameters.get("to_provider")
+    if earlier.destination is not None and proposal.target == earlier.destination:
+        return (
+            f"reverses it: {earlier.action.value} moved traffic from {earlier.target!r} to {earlier.destination!r},"
+            f" this moves it off {proposal.target!r} again"
+        )
+    if isinstance(to_provider, str) and to_provider == earlier.target:
+        return f"reverses it: traffic goes back onto {to_provider!r}, which {earlier.action.value} moved it off"
+    if (
+        earlier.action is ActionName.FAILOVER_PROVIDER
+        and proposal.action is ActionName.FAILOVER_PROVIDER
+        and earlier.destination is None
+        and not earlier.services
+    ):
+        return (
+            f"may reverse it: where {earlier.action.value} of {earlier.target!r} moved traffic is not recorded,"
+            f" so a failover of {proposal.target!r} may move it back"
+        )
+    return None
+
+
+def _flap_reason(proposal: Proposal, context: DecisionContext, flap: FlapGuard) -> str | None:
+    """Why `proposal` would flap: the latest related state-changing action inside the window, or None."""
+    if _is_exempt(proposal.action, flap.exempt_actions):
+        return None
+    now = context.now
+    window = timedelta(seconds=flap.window)
+    related = [
+        (a, link)
+        for a in context.recent_actions
+        if a.ts <= now and now - a.ts < window and not _is_exempt(a.action, flap.exempt_actions)
+        for link in (flap_link(proposal, a),)
+        if link is not None
+    ]
+    if not related:
+        return None
+    last, link = max(related, key=lambda pair: pair[0].ts)
+    ago = (now - last.ts).total_seconds()
+    more = f" (and {len(related) - 1} more related action(s) in the window)" if len(related) > 1 else ""
+    return (
+        f"flap guard: {proposal.action.value} on {proposal.target!r} for service {proposal.service!r} follows"
+        f" {last.action.value} on {last.target!r} for {last.service!r} {ago:g}s ago ({link}), inside the"
+        f" {flap.window:g}s window{more}"
+    )
 
 
 def decide(proposal: Proposal, context: DecisionContext, constitution: Constitution) -> Decision:

@@ -446,10 +446,23 @@ class Budgets(_Strict):
 
 
 class FlapGuard(_Strict):
-    """The same action on the same target again within `window` needs approval."""
+    """A second state-changing action on the same service, target or provider pair within `window`
+    never runs on its own: it needs approval (or is denied, with `verdict: deny`)."""
 
     window: Duration = Field(default=3600.0)
-    exempt_actions: ActionPatterns = Field(default=(ActionName.ESCALATE.value,))
+    exempt_actions: ActionPatterns = Field(
+        default=(ActionName.ESCALATE.value,), description="actions that change nothing: never counted nor held back"
+    )
+    verdict: Verdict = Field(
+        default=Verdict.APPROVAL, description="what a flapping action gets: approval (default) or deny; never auto"
+    )
+
+    @field_validator("verdict")
+    @classmethod
+    def _never_auto(cls, verdict: Verdict) -> Verdict:
+        if verdict is Verdict.AUTO:
+            raise ValueError("the flap guard holds actions back: verdict must be 'approval' or 'deny', not 'auto'")
+        return verdict
 
 
 class KillSwitch(StrEnum):

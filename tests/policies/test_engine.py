@@ -40,6 +40,7 @@ def ctx(*recent: RecentAction, kill_switch: KillSwitch | None = None, now: datet
 
 
 C = parse_constitution(AUTO_ROLLBACK)
+NO_FLAP_GUARD = parse_constitution(AUTO_ROLLBACK.replace("flap_guard: {window: 30m}\n", ""))
 
 
 class TestCombination:
@@ -194,7 +195,7 @@ class TestBudgets:
             ran(ActionName.ESCALATE, "support-chat", 5),
             ran(ActionName.ROLLBACK_MODEL_VERSION, "support-chat", 30),
         )
-        assert decide(proposal(), ctx(*recent), C).verdict is Verdict.AUTO
+        assert decide(proposal(), ctx(*recent), NO_FLAP_GUARD).verdict is Verdict.AUTO
 
     def test_global_budget(self) -> None:
         """Three automatic actions across the fleet in the past hour stop a fourth on any service."""
@@ -227,12 +228,12 @@ class TestFlapGuard:
         "recent",
         [
             ran(ActionName.ROLLBACK_PROMPT_VERSION, "support-chat", 30),  # window is [now-30m, now): expired
-            ran(ActionName.ROLLBACK_MODEL_VERSION, "support-chat", 5),  # other action
-            ran(ActionName.ROLLBACK_PROMPT_VERSION, "doc-summarizer", 5),  # other target
+            ran(ActionName.ROLLBACK_PROMPT_VERSION, "doc-summarizer", 5),  # other service and target
+            ran(ActionName.ESCALATE, "support-chat", 5),  # escalate changes nothing: exempt
         ],
     )
-    def test_other_actions_targets_or_old_ones_do_not_flap(self, recent: RecentAction) -> None:
-        """Only the same action on the same target inside the window trips the guard."""
+    def test_unrelated_exempt_or_old_actions_do_not_flap(self, recent: RecentAction) -> None:
+        """An action on another service, an exempt one, or one outside the window does not trip the guard."""
         assert decide(proposal(), ctx(recent), C).verdict is Verdict.AUTO
 
 
