@@ -43,7 +43,54 @@ CONFIDENCE_CEILING = 0.98
 
 _LATENCY = (Signal.LATENCY_P50_MS, Signal.LATENCY_P95_MS, Signal.LATENCY_P99_MS)
 #: Weight of self time (served latency rising beyond outgoing-call latency) in localisation.
-SELF_TIME_WEIGHT = 2.0
+SELF_TIME_WEIGHT = 0.5
+
+# Peer comparison of signals Homeostat does not know (docs/DIAGNOSIS.md, "Localisation ranking").
+#: A signal is compared across services only when at least this many services report it.
+PEER_MIN_SERVICES = 3
+#: The peers' typical movement: this quantile of |own effect| over the services reporting the signal.
+PEER_QUANTILE = 0.75
+#: ... floored, so that when nothing else moved, a service must still move this much to count.
+PEER_REF_FLOOR = 0.5
+#: A service's movement counts from this many times its peers' typical movement onwards.
+PEER_MARGIN = 0.5
+#: Weight of traffic-shaped signals (request counts, bytes, syscalls): they follow load, which a
+#: fault anywhere shifts everywhere; saturation signals (CPU, memory) stay with the pod at fault.
+TRAFFIC_WEIGHT = 0.3
+_LOCAL_MARKERS = ("cpu", "mem")
+_KNOWN_SIGNALS = frozenset(sig.value for sig in Signal)
+
+
+def _is_latency(signal: str) -> bool:
+    return "latency" in signal.lower()
+
+
+def peer_references(shifts: Mapping[tuple[str, str], SeriesShift]) -> dict[str, float]:
+    """For each signal Homeostat does not know (not a `Signal`; latency aside) that at least PEER_MIN_SERVICES
+    services report: the typical |own effect| among them (PEER_QUANTILE, floored at PEER_REF_FLOOR).
+
+    Within one incident, what a service's movement means depends on how much the same signal moved
+    everywhere else: a CPU or memory jump on one pod while every other pod's stayed flat points at
+    that pod; a workload dip that every service shows is the fleet following the fault.
+    """
+    by_signal: dict[str, list[float]] = {}
+    for (_service, signal), shift in shifts.items():
+        if signal in _KNOWN_SIGNALS or _is_latency(signal):
+            continue
+        by_signal.setdefault(signal, []).append(abs(shift.own_effect))
+    refs: dict[str, float] = {}
+    for signal, mags in sorted(by_signal.items()):
+        if len(mags) < PEER_MIN_SERVICES:
+            continue
+        mags.sort()
+        refs[signal] = max(mags[int(PEER_QUANTILE * (len(mags) - 1))], PEER_REF_FLOOR)
+    return refs
+
+
+def peer_strength(shift: SeriesShift, reference: float) -> float:
+    """How far a series' own movement stands out from its peers' typical movement (0 = not at all)."""
+    weight = 1.0 if any(m in shift.signal.lower() for m in _LOCAL_MARKERS) else TRAFFIC_WEIGHT
+    return weight * math.log1p(max(0.0, abs(shift.own_effect) / reference - PEER_MARGIN))
 
 
 def confidence_of(score: float) -> float:
@@ -78,6 +125,8 @@ class ServiceSymptoms:
     service: str
     shifts: Mapping[str, SeriesShift]
     anomalous_signals: frozenset[str] = frozenset()
+    peer_refs: Mapping[str, float] = field(default_factory=dict)
+    """Per-signal peer references (`peer_references`) for the signals compared across services."""
 
     def s(self, signal: str) -> float:
         shift = self.shifts.get(signal)
@@ -109,25 +158,38 @@ class ServiceSymptoms:
         client = sorted(g for g in self.shifts if "latency" in g.lower() and "client" in g.lower())
         return (server, client) if server or client else None
 
+    def signal_localisation(self, signal: str) -> float:
+        """One signal's share of `localisation`: its standing among peers when it has a peer
+        reference, otherwise its evidence strength."""
+        shift = self.shifts.get(signal)
+        reference = self.peer_refs.get(signal)
+        if shift is None or reference is None:
+            return self.s(signal)
+        boost = 1.0 if signal in self.anomalous_signals and shift.own_effect != 0 else 0.0
+        return max(peer_strength(shift, reference), boost)
+
     def localisation(self) -> float:
         """How strongly the service looks like where a fault sits, for the localisation ranking.
 
+        Signals Homeostat does not know count by how far they stand out from the same signal on the
+        other services (`peer_references`); known signals count by their evidence strength.
         With served (server) and outgoing-call (client) latency series, latency counts only as self
         time: how much more the served latency rose than the latency of the service's own calls
         (SELF_TIME_WEIGHT x the difference of strengths). Latency a service inherits from slow
         callees shows on both sides and cancels; a service slow by itself shows on the server
-        side only. Its other signals count as in `overall`. Without such series, this is `overall`.
+        side only.
         """
+        signals = set(self.shifts) | self.anomalous_signals
         pairs = self.self_time_pairs()
         if pairs is None:
-            return self.overall()
+            return sum(self.signal_localisation(g) for g in signals)
         server, client = pairs
 
         def up(signal: str) -> float:
             return strength(self.shifts[signal].effect)
 
         self_time = max(0.0, max((up(g) for g in server), default=0.0) - max((up(g) for g in client), default=0.0))
-        rest = sum(self.s(g) for g in set(self.shifts) | self.anomalous_signals if "latency" not in g.lower())
+        rest = sum(self.signal_localisation(g) for g in signals if not _is_latency(g))
         return SELF_TIME_WEIGHT * self_time + rest
 
     def evidence(self, signals: Iterable[str], anomaly_ids: Mapping[tuple[str, str], str]) -> list[Evidence]:
@@ -223,11 +285,12 @@ class DeterministicDiagnoser:
             incident.telemetry, services, incident.onset, incident.now, before=self.before, after=self.after
         )
         anomaly_ids = {(a.service, a.signal): a.id for a in sorted(incident.anomalies, key=lambda a: (a.ts, a.id))}
+        refs = peer_references(shifts)
         symptoms: dict[str, ServiceSymptoms] = {}
         for service in services:
             own = {sig: sh for (svc, sig), sh in shifts.items() if svc == service}
             flagged = frozenset(a.signal for a in incident.anomalies if a.service == service)
-            symptoms[service] = ServiceSymptoms(service, own, flagged)
+            symptoms[service] = ServiceSymptoms(service, own, flagged, refs)
 
         ranks = rank_services(symptoms, topology, incident, anomaly_ids)
         hypotheses: list[Hypothesis] = []
@@ -288,10 +351,15 @@ class DeterministicDiagnoser:
             what = f"{change.kind.value} change {change.from_value!r} -> {change.to_value!r} {lead_s:.0f}s before onset"
             candidates: list[tuple[Cause, float, list[str], str]] = []
             if change.kind is ChangeKind.PROMPT_VERSION:
+                # A prompt that does more than loosen guardrails also moves what it produces. When
+                # tokens/request (either way), cost or quality lean the deploy's way, even below the
+                # symptom threshold (a gradual rollout surfaces violations first), the violations
+                # are the new prompt's doing: they count for the bad deploy, not a safety regression.
+                co = _prompt_lean(sym)
                 candidates.append(
                     (
                         Cause.BAD_PROMPT_DEPLOY,
-                        q + t + 0.3 * p + 0.3 * h,
+                        q + t + (0.3 + 0.7 * co) * p + 0.3 * h,
                         [Signal.QUALITY_SCORE, Signal.TOKENS_PER_REQUEST, Signal.POLICY_VIOLATION_RATE],
                         "quality/tokens per request moved",
                     )
@@ -299,7 +367,7 @@ class DeterministicDiagnoser:
                 candidates.append(
                     (
                         Cause.SAFETY_REGRESSION,
-                        p + 0.5 * h - 0.5 * (q + t),
+                        (1.0 - co) * p + 0.5 * h - 0.5 * (q + t),
                         [Signal.POLICY_VIOLATION_RATE, Signal.HALLUCINATION_RATE],
                         "policy violations rose while quality and tokens held",
                     )
@@ -355,6 +423,33 @@ class DeterministicDiagnoser:
                     )
                 )
         return out
+
+
+#: Below-threshold co-movement: `lean` rises from 0 at LEAN_FROM spreads to 1 at LEAN_FULL.
+LEAN_FROM = 1.5
+LEAN_FULL = 3.0
+
+
+def lean(worse: float) -> float:
+    """How far a sub-threshold worsening leans towards a symptom: 0 at LEAN_FROM spreads, 1 at LEAN_FULL."""
+    return max(0.0, min(1.0, (worse - LEAN_FROM) / (LEAN_FULL - LEAN_FROM)))
+
+
+def _prompt_lean(sym: ServiceSymptoms) -> float:
+    """How much a service's output moved the way a bad prompt moves it: tokens/request either way,
+    cost per request up, quality down (0 = held, 1 = a clear symptom)."""
+
+    def worse(signal: str, sign: float | None) -> float:
+        shift = sym.shifts.get(signal)
+        if shift is None:
+            return 0.0
+        return abs(shift.effect) if sign is None else sign * shift.effect
+
+    return max(
+        lean(worse(Signal.TOKENS_PER_REQUEST, None)),
+        lean(worse(Signal.COST_PER_1K_REQUESTS, 1.0)),
+        lean(worse(Signal.QUALITY_SCORE, -1.0)),
+    )
 
 
 # ----------------------------------------------------------------------------------------------

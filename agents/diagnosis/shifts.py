@@ -20,6 +20,9 @@ from domain import Direction, bad_direction
 
 #: Spread floor as a share of |level before|: below 5 % a change is not telling us much.
 RELATIVE_SCALE_FLOOR = 0.05
+#: The finer floor of `own_effect`: 1 % of |level before|. A steady series (memory, a pool size)
+#: moving a few percent is news for that series, even though 5 % would hide it.
+OWN_SCALE_FLOOR = 0.01
 #: Points in the rolling median that defines the level after onset.
 ROLLING_POINTS = 3
 #: Effect sizes beyond this are capped: a near-idle series jumping 10^6 spreads is no more
@@ -43,6 +46,9 @@ class SeriesShift:
     n_before: int
     n_after: int
     window_s: float
+    own_effect: float = 0.0
+    """(after - before) / the series' own spread floored at only OWN_SCALE_FLOOR of the level, signed,
+    capped at +-EFFECT_CAP: how unusual the move is for this series itself (used to compare peers)."""
 
     @property
     def relative_change(self) -> float:
@@ -52,11 +58,11 @@ class SeriesShift:
         return (self.after - self.before) / abs(self.before)
 
 
-def robust_scale(values: Sequence[float]) -> float:
-    """1.4826 * MAD, floored at RELATIVE_SCALE_FLOOR * |median| and a tiny absolute floor."""
+def robust_scale(values: Sequence[float], relative_floor: float = RELATIVE_SCALE_FLOOR) -> float:
+    """1.4826 * MAD, floored at `relative_floor` * |median| and a tiny absolute floor."""
     level = median(values)
     mad = median(abs(v - level) for v in values)
-    floor = max(RELATIVE_SCALE_FLOOR * abs(level), 1e-6)
+    floor = max(relative_floor * abs(level), 1e-6)
     return max(1.4826 * mad, floor)
 
 
@@ -87,6 +93,7 @@ def shift_between(
     direction = bad_direction(signal)
     after = after_level(after_points, level, direction)
     effect = max(-EFFECT_CAP, min(EFFECT_CAP, (after - level) / scale))
+    own_effect = max(-EFFECT_CAP, min(EFFECT_CAP, (after - level) / robust_scale(before_points, OWN_SCALE_FLOOR)))
     if direction is Direction.UP:
         worse = effect
     elif direction is Direction.DOWN:
@@ -104,6 +111,7 @@ def shift_between(
         n_before=len(before_points),
         n_after=len(after_points),
         window_s=window_s,
+        own_effect=own_effect,
     )
 
 
