@@ -1,17 +1,21 @@
-"""Columnar state for the batch path: quiet series updated a whole poll at a time with numpy.
+"""Columnar state for the batch path: quiet series advanced a whole poll at a time.
 
-A series whose next step is routine (armed, no spike held back, no SLO burn-rate, trend or
-Page-Hinkley state) keeps its robust state here, in float64 arrays indexed by a slot number,
-instead of in its `SeriesDetector`. `step` replays `SeriesDetector.update` for all such rows
-at once with the same float operations in the same order, so the numbers are bit-identical.
-A row whose step is not routine (a far-out sample, a CUSUM crossing its threshold, an ADWIN
-drift that is confirmed) is handed back: its series' state is written back to its
-`SeriesDetector`, which takes that step itself. River's ADWIN is still updated once per
-sample (it has no batch API); it is called from one tight loop.
+A series whose next step is routine (armed, no spike held back, no Page-Hinkley) keeps its
+state here, as one row of a 2-D float64 matrix indexed by a slot number, instead of in its
+`SeriesDetector`; SLO burn-rate windows live here too, as ring buffers of time buckets
+(`BurnRings`). `Columns.step` runs compiled loops (`_kernels`, numba) that replay
+`SeriesDetector.update` for every row of a poll with the same float operations in the same
+order, so the numbers are bit-identical to the one-by-one path. A row whose step is not
+routine (a far-out sample, a CUSUM crossing its threshold, an ADWIN drift that is confirmed,
+a trend about to warn) is handed back: its series' state is written back to its
+`SeriesDetector`, which takes that step itself. River's ADWIN is fed the mean of each block
+of `adwin_block` samples, from one tight loop over the rows whose block filled in this poll.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -19,16 +23,11 @@ import numpy.typing as npt
 from river import drift
 
 from domain import Anomaly
-from runtime.detection.series import (
-    _FAST_ALPHA,
-    _RECENT_ALPHA,
-    _SIGMA_PER_ABSDEV,
-    _TREND_T,
-    _TREND_W,
-    SeriesDetector,
-)
+from runtime.detection.series import _TREND_W, SeriesDetector
+from runtime.detection.windows import BUCKETS_PER_WINDOW, BurnRate, WindowMean
 
 F64 = npt.NDArray[np.float64]
+Rows = npt.NDArray[np.intp]
 
 
 def _adwin_internals() -> bool:
@@ -39,7 +38,7 @@ def _adwin_internals() -> bool:
 
 _ADWIN_INTERNALS = _adwin_internals()
 
-#: robust state mirrored between a SeriesDetector and the arrays (same names as its slots)
+#: robust state mirrored between a SeriesDetector and the matrix (same names as its slots)
 STATE = (
     "mu",
     "sigma",
@@ -58,9 +57,13 @@ STATE = (
     "interval",
     "last_ts",
     "n",
+    "blk_sum",
+    "blk_n",
 )
+_INT_STATE = frozenset({"up_n", "dn_n", "n", "blk_n"})
 #: the trend detector's exponentially weighted regression (SeriesDetector.trend[0..7])
 TREND = ("t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7")
+ROWS = (*STATE, *TREND)
 #: per-series constants from the policy
 PARAMS = (
     "alpha",
@@ -80,12 +83,18 @@ PARAMS = (
     "watch_dn",
     "has_trend",
     "has_burn",
+    "has_adwin",
+    "block",
     "slo_max",
     "slo_min",
     "trend_min_n",
     "horizon",
     "trend_confirm",
 )
+_S = {name: i for i, name in enumerate(ROWS)}
+_P = {name: i for i, name in enumerate(PARAMS)}
+_TREND_AT = _S["t0"]
+LAST_TS_ROW = _S["last_ts"]
 
 
 def eligible(det: SeriesDetector) -> bool:
@@ -97,33 +106,164 @@ def eligible(det: SeriesDetector) -> bool:
         and det.ph is None
         and (det.trend is None or det.trend[5] > 0.0)
         and det.last_ts is not None
+        and (det.burn is None or det.burn.first_ts is not None)
     )
 
 
+_KERNELS: ModuleType | None = None
+
+
+def kernels() -> ModuleType:
+    """The compiled loops (imported on first use: numba's import and compile take seconds)."""
+    global _KERNELS  # noqa: PLW0603 - a process-wide cache of a module
+    if _KERNELS is None:
+        from runtime.detection import _kernels
+
+        assert (
+            _kernels.T0 == _TREND_AT
+            and _S["blk_sum"] == _kernels.BLK_SUM
+            and _P["trend_confirm"] == _kernels.TREND_CONFIRM
+        )
+        _KERNELS = _kernels
+    return _KERNELS
+
+
+class BurnRings:
+    """Every burn-rate series' windows as ring buffers: `BUCKETS_PER_WINDOW` buckets per window.
+
+    Window `w` of a series (rule `w // 2`, long then short) keeps its running `tot` and `cnt`,
+    the index of its newest bucket (`last`) and, per bucket position `idx % 12`, the bucket's
+    index, sum and count. `_kernels.burn_rows` is `WindowMean.add` and `BurnRate.update`.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        rules = BurnRate.RULES
+        self.n_windows = nw = 2 * len(rules)
+        nb = BUCKETS_PER_WINDOW
+        self.width = np.array([span / BUCKETS_PER_WINDOW for rule in rules for span in rule[:2]])
+        self.factor = np.array([rule[2] for rule in rules])
+        self.short_s = np.array([rule[1] for rule in rules])
+        self.warn = np.array([rule[3] == "warning" for rule in rules])
+        self.tot = np.zeros((capacity, nw))
+        self.cnt = np.zeros((capacity, nw))
+        self.last = np.full((capacity, nw), np.nan)
+        self.b_idx = np.full((capacity, nw, nb), np.nan)
+        self.b_sum = np.zeros((capacity, nw, nb))
+        self.b_cnt = np.zeros((capacity, nw, nb))
+        self.act = np.zeros((capacity, len(rules)), dtype=bool)
+        self.first_ts = np.zeros(capacity)
+        self.budget = np.ones(capacity)
+
+    def grow(self, extra: int) -> None:
+        for name in ("tot", "cnt", "last", "b_idx", "b_sum", "b_cnt", "act", "first_ts", "budget"):
+            arr = getattr(self, name)
+            fill = {"last": np.nan, "b_idx": np.nan, "budget": 1.0}.get(name, 0)
+            pad = np.full((extra, *arr.shape[1:]), fill, dtype=arr.dtype)
+            setattr(self, name, np.concatenate([arr, pad]))
+
+    def load(self, slot: int, burn: BurnRate) -> None:
+        """Copy a series' `BurnRate` into the rings."""
+        assert burn.first_ts is not None
+        self.first_ts[slot] = burn.first_ts
+        self.budget[slot] = burn.budget
+        self.b_idx[slot] = np.nan
+        for w, window in enumerate(self._windows(burn)):
+            self.tot[slot, w] = window.total
+            self.cnt[slot, w] = window.count
+            buckets = window._buckets
+            self.last[slot, w] = buckets[-1][0] if buckets else np.nan
+            for idx, total, count in buckets:
+                pos = int(idx % BUCKETS_PER_WINDOW)
+                self.b_idx[slot, w, pos] = idx
+                self.b_sum[slot, w, pos] = total
+                self.b_cnt[slot, w, pos] = count
+        self.act[slot] = burn.active
+
+    def store(self, slot: int, burn: BurnRate) -> None:
+        """Write the rings back to a series' `BurnRate` (deques in time order, ints as ints)."""
+        for w, window in enumerate(self._windows(burn)):
+            window.total = float(self.tot[slot, w])
+            window.count = int(self.cnt[slot, w])
+            last = float(self.last[slot, w])
+            buckets: deque[list[float]] = deque()
+            if not np.isnan(last):
+                for back in range(BUCKETS_PER_WINDOW - 1, -1, -1):
+                    idx = last - back
+                    pos = int(idx % BUCKETS_PER_WINDOW)
+                    if self.b_idx[slot, w, pos] == idx:
+                        buckets.append([idx, float(self.b_sum[slot, w, pos]), int(self.b_cnt[slot, w, pos])])
+            window._buckets = buckets
+        burn.active = [bool(v) for v in self.act[slot]]
+
+    @staticmethod
+    def _windows(burn: BurnRate) -> list[WindowMean]:
+        return [w for pair in burn.windows for w in pair]
+
+    def step(
+        self, slots: Rows, ts: F64, x: F64
+    ) -> list[tuple[int, list[tuple[str, float, float, float, float, float]]]]:
+        """One sample per row, in place; per row that fired: the fired rules as `BurnRate.update` gives them."""
+        n = len(slots)
+        idx = np.floor_divide(ts[:, None], self.width[None, :])
+        fired = np.zeros((n, len(BurnRate.RULES)), dtype=bool)
+        burn = np.zeros((n, self.n_windows))
+        hits = kernels().burn_rows(
+            slots, ts, x, idx, self.tot, self.cnt, self.last, self.b_idx, self.b_sum, self.b_cnt,
+            self.act, self.first_ts, self.budget, self.factor, self.short_s, self.warn, fired, burn,
+        )  # fmt: skip
+        out: list[tuple[int, list[tuple[str, float, float, float, float, float]]]] = []
+        if hits:
+            for j in np.flatnonzero(fired.any(axis=1)).tolist():
+                row = [
+                    (severity, factor, float(burn[j, 2 * i]), float(burn[j, 2 * i + 1]), long_s, short_s)
+                    for i, (long_s, short_s, factor, severity) in enumerate(BurnRate.RULES)
+                    if fired[j, i]
+                ]
+                out.append((j, row))
+        return out
+
+
 class Columns:
-    """Slot-indexed arrays of robust state; `active[slot]` says the arrays hold the truth."""
+    """Slot-indexed state matrix; `active[slot]` says the matrix holds the truth for that series."""
 
     def __init__(self, capacity: int = 64) -> None:
         self.capacity = capacity
-        self.state: dict[str, F64] = {name: np.zeros(capacity) for name in (*STATE, *TREND)}
-        self.param: dict[str, F64] = {name: np.zeros(capacity) for name in PARAMS}
+        self.state = np.zeros((capacity, len(ROWS)))
+        self.param = np.zeros((capacity, len(PARAMS)))
         self.active = np.zeros(capacity, dtype=bool)
         self.stale_reported = np.zeros(capacity, dtype=bool)
         self.adwin: list[Any] = [None] * capacity
         self.dets: list[SeriesDetector | None] = [None] * capacity
+        self.rings = BurnRings(capacity)
+        self._mark = np.zeros(capacity, dtype=bool)
+        self.poison = np.zeros(capacity, dtype=bool)
+
+    def state_column(self, row: int) -> F64:
+        """One state variable of every slot (a view)."""
+        return self.state[:, row]
+
+    def distinct(self, slots: Rows) -> bool:
+        """True when no slot appears twice in `slots`."""
+        mark = self._mark
+        mark[slots] = True
+        unique = int(np.count_nonzero(mark))
+        mark[slots] = False
+        return unique == len(slots)
 
     def _grow(self, needed: int) -> None:
         cap = self.capacity
         while cap < needed:
             cap *= 2
         extra = cap - self.capacity
-        for table in (self.state, self.param):
-            for name, arr in table.items():
-                table[name] = np.concatenate([arr, np.zeros(extra)])
+        self.state = np.concatenate([self.state, np.zeros((extra, len(ROWS)))])
+        self.param = np.concatenate([self.param, np.zeros((extra, len(PARAMS)))])
         self.active = np.concatenate([self.active, np.zeros(extra, dtype=bool)])
         self.stale_reported = np.concatenate([self.stale_reported, np.zeros(extra, dtype=bool)])
         self.adwin.extend([None] * extra)
         self.dets.extend([None] * extra)
+        self.rings.grow(extra)
+        self._mark = np.zeros(cap, dtype=bool)
+        self.poison = np.zeros(cap, dtype=bool)
         self.capacity = cap
 
     def register(self, slot: int, det: SeriesDetector) -> None:
@@ -131,57 +271,62 @@ class Columns:
             self._grow(slot + 1)
         self.dets[slot] = det
         p = det.p
-        par = self.param
-        par["alpha"][slot] = p.baseline_alpha
-        par["k"][slot] = p.cusum_k
-        par["h"][slot] = p.cusum_h
-        par["clip"][slot] = p.z_clip
-        par["spike_z"][slot] = p.spike_z
-        par["surprise"][slot] = p.surprise
-        par["decay"][slot] = det.decay
-        par["floor_rel"][slot] = p.scale_floor_rel
-        par["floor_abs"][slot] = p.scale_floor_abs
-        par["counts"][slot] = 1.0 if p.counts else 0.0
-        par["confirm_z"][slot] = p.confirm_z
-        par["min_rel"][slot] = p.min_rel_change
-        par["min_abs"][slot] = p.min_abs_change
-        par["watch_up"][slot] = 1.0 if det.watch_up else 0.0
-        par["watch_dn"][slot] = 1.0 if det.watch_dn else 0.0
-        par["has_trend"][slot] = 1.0 if det.trend is not None else 0.0
-        par["has_burn"][slot] = 1.0 if det.burn is not None else 0.0
-        par["slo_max"][slot] = p.slo_max if p.slo_max is not None else np.nan
-        par["slo_min"][slot] = p.slo_min if p.slo_min is not None else np.nan
-        par["trend_min_n"][slot] = max(p.warmup, 2.0 / _TREND_W)
-        par["horizon"][slot] = p.trend_horizon_s
-        par["trend_confirm"][slot] = p.trend_confirm
+        values = {
+            "alpha": p.baseline_alpha,
+            "k": p.cusum_k,
+            "h": p.cusum_h,
+            "clip": p.z_clip,
+            "spike_z": p.spike_z,
+            "surprise": p.surprise,
+            "decay": det.decay,
+            "floor_rel": p.scale_floor_rel,
+            "floor_abs": p.scale_floor_abs,
+            "counts": 1.0 if p.counts else 0.0,
+            "confirm_z": p.confirm_z,
+            "min_rel": p.min_rel_change,
+            "min_abs": p.min_abs_change,
+            "watch_up": 1.0 if det.watch_up else 0.0,
+            "watch_dn": 1.0 if det.watch_dn else 0.0,
+            "has_trend": 1.0 if det.trend is not None else 0.0,
+            "has_burn": 1.0 if det.burn is not None else 0.0,
+            "has_adwin": 1.0 if "adwin" in p.detectors else 0.0,
+            "block": p.adwin_block,
+            "slo_max": p.slo_max if p.slo_max is not None else np.nan,
+            "slo_min": p.slo_min if p.slo_min is not None else np.nan,
+            "trend_min_n": max(p.warmup, 2.0 / _TREND_W),
+            "horizon": p.trend_horizon_s,
+            "trend_confirm": p.trend_confirm,
+        }
+        self.param[slot] = [values[name] for name in PARAMS]
 
     def adopt(self, slot: int) -> None:
-        """Move a series' state into the arrays if its next step is routine."""
+        """Move a series' state into the matrix if its next step is routine."""
         det = self.dets[slot]
         if det is None or not eligible(det):
             return
-        st = self.state
-        for name in STATE:
-            st[name][slot] = getattr(det, name)
-        if det.trend is not None:
-            for name, value in zip(TREND, det.trend, strict=True):
-                st[name][slot] = value
+        row = [float(getattr(det, name)) for name in STATE]
+        row.extend(det.trend if det.trend is not None else [0.0] * len(TREND))
+        self.state[slot] = row
+        if det.burn is not None:
+            self.rings.load(slot, det.burn)
         self.stale_reported[slot] = det.stale_reported
         self.adwin[slot] = det.adwin
         self.active[slot] = True
 
     def release(self, slot: int) -> None:
-        """Write the arrays' state back to the series' detector; it is authoritative again."""
+        """Write the matrix's state back to the series' detector; it is authoritative again."""
         if not self.active[slot]:
             return
         det = self.dets[slot]
         assert det is not None
-        st = self.state
-        for name in STATE:
-            value = float(st[name][slot])
-            setattr(det, name, int(value) if name in ("up_n", "dn_n", "n") else value)
+        row = self.state[slot].tolist()
+        for i, name in enumerate(STATE):
+            value = row[i]
+            setattr(det, name, int(value) if name in _INT_STATE else value)
         if det.trend is not None:
-            det.trend = [float(st[name][slot]) for name in TREND]
+            det.trend = row[_TREND_AT:]
+        if det.burn is not None:
+            self.rings.store(slot, det.burn)
         det.stale_reported = bool(self.stale_reported[slot])
         self.active[slot] = False
 
@@ -189,174 +334,55 @@ class Columns:
         for slot in np.flatnonzero(self.active).tolist():
             self.release(slot)
 
-    def step(  # noqa: PLR0915 - one vectorised pass, kept inline
-        self, slots: npt.NDArray[np.intp], ts: F64, x: F64
-    ) -> tuple[list[int], list[bool], list[tuple[int, list[Anomaly]]]]:
-        """Advance active series (one row each) by one sample; returns rows that need their detector.
+    def step(self, slots: Rows, ts: F64, x: F64) -> tuple[list[int], list[bool], list[tuple[int, list[Anomaly]]]]:
+        """Advance active series (one row each, distinct) by one sample; returns rows that need their detector.
 
-        For each handed-back row the arrays are left as before the step, the ADWIN has seen the
-        sample, and the second list carries its drift flag for `SeriesDetector.update(drift=)`.
+        For each handed-back row the matrix holds the state before the step except for the
+        ADWIN block, which has taken the sample (river's ADWIN too, if the block filled);
+        the second list carries the drift flag for `SeriesDetector.update(drift=)`. The third
+        lists the burn-rate anomalies of the rows that were not handed back.
         """
-        st = self.state
-        par = self.param
-        g = {name: arr[slots] for name, arr in st.items()}
-        q = {name: arr[slots] for name, arr in par.items()}
-        mu = g["mu"]
-        sigma = g["sigma"]
-        # cadence (SeriesDetector.update prologue)
-        gap = ts - g["last_ts"]
-        iv = g["interval"]
-        interval = np.where(iv == 0.0, gap, iv + 0.05 * (np.where(gap < 2.0 * iv, gap, 2.0 * iv) - iv))
-        r = x - mu
-        z = r / sigma
-        clip = q["clip"]
-        zc = np.where(z > clip, clip, np.where(z < -clip, -clip, z))
-        # river ADWIN: one call per sample, in a tight loop
-        adwins = self.adwin
-        feed = (0.5 + zc / (2.0 * clip)).tolist()
-        drift_list = [False] * len(feed)
-        if _ADWIN_INTERNALS:  # river ADWIN.update without its Python wrapper (same steps)
-            for j, slot in enumerate(slots.tolist()):
-                a = adwins[slot]
-                if a is not None:
+        k = kernels()
+        n = len(slots)
+        full_rows = np.empty(n, dtype=np.intp)
+        means = np.empty(n)
+        n_full = k.adwin_blocks(self.state, self.param, slots, x, full_rows, means)
+        drift_arr = np.zeros(n, dtype=bool)
+        if n_full:
+            rows = full_rows[:n_full].tolist()
+            adwins = self.adwin
+            hits = []
+            if _ADWIN_INTERNALS:  # river ADWIN.update without its Python wrapper (same steps)
+                for slot, mean in zip(slots[rows].tolist(), means[:n_full].tolist(), strict=True):
+                    a = adwins[slot]
                     if a._drift_detected:
                         a._reset()
-                    drift_list[j] = a._drift_detected = a._helper.update(feed[j])
+                    a._drift_detected = hit = a._helper.update(mean)
+                    hits.append(hit)
+            else:
+                for slot, mean in zip(slots[rows].tolist(), means[:n_full].tolist(), strict=True):
+                    a = adwins[slot]
+                    a.update(mean)
+                    hits.append(a.drift_detected)
+            drift_arr[rows] = hits
+        exc = np.zeros(n, dtype=bool)
+        n_exc = k.step_rows(self.state, self.param, slots, ts, x, drift_arr, exc)
+        self.stale_reported[slots] = False
+        burn_at = self.param[slots, _P["has_burn"]] != 0.0
+        if n_exc:
+            back = np.flatnonzero(exc).tolist()
+            burn_at &= ~exc
         else:
-            for j, slot in enumerate(slots.tolist()):
-                a = adwins[slot]
-                if a is not None:
-                    a.update(feed[j])
-                    drift_list[j] = a.drift_detected
-        drift = np.array(drift_list, dtype=bool)
-        fast = g["fast"] + _FAST_ALPHA * (r - g["fast"])
-        az = np.abs(z)
-        decay = q["decay"]
-        pz = g["peak_z"] * decay
-        peak_z = np.where(az > pz, az, pz)
-        exceptional = az >= q["spike_z"]
-        recent = g["recent"] + _RECENT_ALPHA * (r - g["recent"])
-        k = q["k"]
-        h = q["h"]
-        # CUSUM, up side
-        s_up = g["s_up"] + (zc - k)
-        up_reset = s_up <= 0.0
-        s_up = np.where(up_reset, 0.0, s_up)
-        up_sum = np.where(up_reset, 0.0, g["up_sum"] + r)
-        up_n = np.where(up_reset, 0.0, g["up_n"] + 1.0)
-        exceptional |= s_up > h
-        # CUSUM, down side
-        s_dn = g["s_dn"] + (-zc - k)
-        dn_reset = s_dn <= 0.0
-        s_dn = np.where(dn_reset, 0.0, s_dn)
-        dn_sum = np.where(dn_reset, 0.0, g["dn_sum"] + r)
-        dn_n = np.where(dn_reset, 0.0, g["dn_n"] + 1.0)
-        exceptional |= s_dn > h
-        # a river drift the level confirms would raise a shift
-        if drift.any():
-            size = np.abs(fast)
-            ok_dir = ((fast > 0) & (q["watch_up"] > 0)) | ((fast < 0) & (q["watch_dn"] > 0))
-            material = (size >= np.maximum(q["min_rel"] * np.abs(mu), q["min_abs"])) & (size > 0.0)
-            exceptional |= drift & ok_dir & (size >= q["confirm_z"] * sigma) & material & (size > g["gate"])
-        # self-calibration and the baseline (SeriesDetector._cusum tail and _adapt)
-        peak = g["peak_s"] * decay
-        learn = (s_up < 0.5 * h) & (s_dn < 0.5 * h)
-        alpha = q["alpha"]
-        lim = 3.0 * sigma
-        new_mu = mu + alpha * np.where(r > lim, lim, np.where(r < -lim, -lim, r))
-        ar = np.abs(r)
-        g_absdev = g["absdev"]
-        new_absdev = g_absdev + alpha * (np.where(ar < lim, ar, lim) - g_absdev)
-        est = _SIGMA_PER_ABSDEV * new_absdev
-        floor = np.maximum(q["floor_rel"] * np.abs(new_mu), q["floor_abs"])
-        root = np.sqrt(np.abs(new_mu))
-        floor = np.where((q["counts"] > 0) & (root > floor), root, floor)
-        new_sigma = np.where(est > floor, est, floor)
-        top = np.abs(recent)
-        peak = np.where(learn & (top > peak), top, peak)
-        trend_rows = np.flatnonzero(q["has_trend"] > 0.0)
-        if trend_rows.size:
-            trend_new, fires = self._trend(slots[trend_rows], ts[trend_rows], x[trend_rows], q, trend_rows)
-            exceptional[trend_rows] |= fires
-        ok = ~exceptional
-        rows = np.flatnonzero(ok)
-        w = slots[rows]
-        if trend_rows.size:
-            keep = ok[trend_rows]
-            tw = slots[trend_rows[keep]]
-            for name, arr in trend_new.items():
-                st[name][tw] = arr[keep]
-        st["interval"][w] = interval[rows]
-        st["last_ts"][w] = ts[rows]
-        st["n"][w] = g["n"][rows] + 1.0
-        self.stale_reported[w] = False
-        st["fast"][w] = fast[rows]
-        st["peak_z"][w] = peak_z[rows]
-        st["recent"][w] = recent[rows]
-        st["s_up"][w] = s_up[rows]
-        st["up_sum"][w] = up_sum[rows]
-        st["up_n"][w] = up_n[rows]
-        st["s_dn"][w] = s_dn[rows]
-        st["dn_sum"][w] = dn_sum[rows]
-        st["dn_n"][w] = dn_n[rows]
-        lr = learn[rows]
-        st["mu"][w] = np.where(lr, new_mu[rows], mu[rows])
-        st["absdev"][w] = np.where(lr, new_absdev[rows], g_absdev[rows])
-        st["sigma"][w] = np.where(lr, new_sigma[rows], sigma[rows])
-        st["peak_s"][w] = peak[rows]
-        st["gate"][w] = q["surprise"][rows] * peak[rows]
-        back = np.flatnonzero(exceptional).tolist()
-        found: list[tuple[int, list[Anomaly]]] = []
-        burn_rows = np.flatnonzero(ok & (q["has_burn"] > 0.0)).tolist()
-        if burn_rows:  # SLO burn-rate windows: per sample, but independent of the robust state
-            dets = self.dets
-            slot_list = slots.tolist()
-            ts_list = ts.tolist()
-            x_list = x.tolist()
-            for j in burn_rows:
-                det = dets[slot_list[j]]
-                assert det is not None and det.burn is not None
-                fired = det.burn.update(ts_list[j], x_list[j])
-                if fired:
-                    found.append((j, [det._burn_anomaly(ts_list[j], x_list[j], f) for f in fired]))
-        return back, [drift_list[j] for j in back], found
-
-    def _trend(
-        self, slots: npt.NDArray[np.intp], ts: F64, x: F64, q: dict[str, F64], rows: npt.NDArray[np.intp]
-    ) -> tuple[dict[str, F64], npt.NDArray[np.bool_]]:
-        """SeriesDetector._trend for many series: the new regression state and which rows would fire."""
-        st = self.state
-        t0, t1, t2, t3, t4, t5, t6, t7 = (st[name][slots] for name in TREND)
-        w = _TREND_W
-        dt = ts - t0
-        dx = x - t1
-        t0 = t0 + w * dt
-        t1 = t1 + w * dx
-        t2 = (1 - w) * (t2 + w * dt * dt)
-        t3 = (1 - w) * (t3 + w * dt * dx)
-        t4 = (1 - w) * (t4 + w * dx * dx)
-        t5 = t5 + 1.0
-        judged = (t5 >= q["trend_min_n"][rows]) & (t2 > 0.0)
-        safe_t2 = np.where(judged, t2, 1.0)
-        slope = t3 / safe_t2
-        n_eff = np.minimum(t5, (2.0 - w) / w)
-        resid = np.maximum(t4 - t3 * slope, 0.0)
-        se = np.where(resid > 0, np.sqrt(resid / (safe_t2 * n_eff)), 0.0)
-        fitted = t1 + slope * (ts - t0)
-        slo_max = q["slo_max"][rows]
-        slo_min = q["slo_min"][rows]
-        up = (slope > 0) & ~np.isnan(slo_max) & (fitted < slo_max)
-        down = ~up & (slope < 0) & ~np.isnan(slo_min) & (fitted > slo_min)
-        safe_slope = np.where(up | down, slope, 1.0)
-        eta = np.where(up, (slo_max - fitted) / safe_slope, np.where(down, (slo_min - fitted) / safe_slope, np.inf))
-        significant = (se == 0.0) | (np.abs(slope) >= _TREND_T * se)
-        horizon = q["horizon"][rows]
-        fired = t7 > 0.0
-        clear = judged & fired & ((eta > 2.0 * horizon) | ~significant)
-        close = (up | down) & (eta <= horizon) & significant
-        streak = np.where(judged & ~fired, np.where(close, t6 + 1.0, 0.0), t6)
-        streak = np.where(clear, 0.0, streak)
-        t7 = np.where(clear, 0.0, t7)
-        fires = judged & ~fired & (streak >= q["trend_confirm"][rows])
-        new = {"t0": t0, "t1": t1, "t2": t2, "t3": t3, "t4": t4, "t5": t5, "t6": streak, "t7": t7}
-        return new, fires
+            back = []
+        burned: list[tuple[int, list[Anomaly]]] = []
+        if burn_at.any():
+            burn_idx = np.flatnonzero(burn_at)
+            fired = self.rings.step(slots[burn_idx], ts[burn_idx], x[burn_idx])
+            for jb, row in fired:
+                j = int(burn_idx[jb])
+                det = self.dets[int(slots[j])]
+                assert det is not None
+                t_j, x_j = float(ts[j]), float(x[j])
+                burned.append((j, [det._burn_anomaly(t_j, x_j, f) for f in row]))
+        drifts = drift_arr[back].tolist() if back else []
+        return back, drifts, burned

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import pickle
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from operator import attrgetter
 from typing import Any
@@ -20,8 +20,10 @@ import numpy.typing as npt
 
 from domain import Anomaly, Direction, Sample, Severity
 from runtime.detection.budget import BUDGET_SIGNALS, BudgetTracker
+from runtime.detection.columnar import LAST_TS_ROW as _LAST_TS
 from runtime.detection.columnar import Columns
 from runtime.detection.config import DetectionConfig, load_detection_config
+from runtime.detection.intake import SampleBatch, series_ids_known
 from runtime.detection.series import SeriesDetector, make_anomaly
 
 SNAPSHOT_MAGIC = b"HOMEOSTAT-DETECTION\x00"
@@ -52,6 +54,24 @@ def _unix_times(samples: Sequence[Sample]) -> npt.NDArray[np.float64]:
     return np.array([m.timestamp() for m in moments], dtype=np.float64)
 
 
+def _hashable(part: object) -> bool:
+    return isinstance(part, str)
+
+
+def _occurrence_rounds(slots: npt.NDArray[np.intp], known: npt.NDArray[np.bool_]) -> list[npt.NDArray[np.intp]]:
+    """Rows grouped by occurrence: round r holds the r-th row of every series (rows in order)."""
+    rows = np.flatnonzero(known)
+    order = rows[np.argsort(slots[rows], kind="stable")]
+    ordered = slots[order]
+    starts = np.ones(len(order), dtype=bool)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    positions = np.arange(len(order))
+    rank = positions - np.maximum.accumulate(np.where(starts, positions, 0))
+    by_row = np.full(len(slots), -1, dtype=np.intp)
+    by_row[order] = rank
+    return [np.flatnonzero(by_row == r) for r in range(int(rank.max()) + 1)] if len(order) else []
+
+
 class SnapshotError(ValueError):
     """A detection snapshot cannot be restored; the message says why."""
 
@@ -70,6 +90,7 @@ class DetectionEngine:
         self.accepted = 0
         self._slots: dict[tuple[str, str], int] = {}
         self._cols = Columns()
+        self._slot_of_id = np.full(64, -1, dtype=np.intp)
         teams = {name: svc.team for name, svc in self.config.services.items() if svc.team is not None}
         self._budget = BudgetTracker(self.config.budgets, teams) if self.config.budgets else None
 
@@ -86,63 +107,169 @@ class DetectionEngine:
     def observe_batch(self, samples: Sequence[Sample]) -> list[Anomaly]:
         """Feed a poll's samples (any order across series; time order within a series).
 
-        Same anomalies, in the same order, as `observe()` one sample at a time. Series whose
-        step is routine are advanced together on numpy arrays (`columnar.Columns`); the rest,
-        and any row a routine step cannot decide, go through their own `SeriesDetector`.
+        Same anomalies, in the same order, as `observe()` one sample at a time. A
+        `SampleBatch` (what the sources build) hands over its rows as columns, series ids
+        included; any other sequence is read into columns first. See `observe_columns`.
         """
-        if self._budget is not None or not samples:
+        if not samples:
+            return []
+        if self._budget is not None:
             return self._observe_one_by_one(samples)
-        cols = self._cols
-        slot_list = list(map(self._slots.get, map(_series_of, samples)))
-        rest: list[int]
-        if None in slot_list or len(set(slot_list)) != len(slot_list):
-            # new series or a series twice in one poll: first rows of known series go columnar
-            seen: set[Any] = set()
-            pick = []
-            for i, slot in enumerate(slot_list):
-                if slot is not None and slot not in seen:
-                    pick.append(i)
-                seen.add(slot if slot is not None else ("new", i))
-            candidates = np.array(pick, dtype=np.intp)
-            all_slots = np.array([slot_list[i] for i in pick], dtype=np.intp)
+        cols = samples.columns() if isinstance(samples, SampleBatch) else None
+        if cols is None:
+            keys: Sequence[tuple[str, str]] = list(map(_series_of, samples))
+            ts_arr = _unix_times(samples)
+            x_arr = np.array(list(map(_value_of, samples)), dtype=np.float64)
+            slots = self._slots_by_key(keys)
         else:
-            candidates = np.arange(len(slot_list), dtype=np.intp)
-            all_slots = np.array(slot_list, dtype=np.intp)
-        take = cols.active[all_slots] if all_slots.size else np.zeros(0, dtype=bool)
-        fast_idx = candidates[take]
-        fast_set = np.zeros(len(slot_list), dtype=bool)
-        fast_set[fast_idx] = True
-        rest = np.flatnonzero(~fast_set).tolist()
+            keys, ids, ts_arr, x_arr = cols
+            slots = self._slots_by_id(keys, ids)
+        return self._observe_rows(slots, ts_arr, x_arr, lambda i: self.observe(samples[i]))
+
+    def observe_columns(
+        self,
+        keys: Sequence[tuple[str, str]],
+        ts: Sequence[float] | npt.NDArray[np.float64],
+        values: Sequence[Any] | npt.NDArray[np.float64],
+    ) -> list[Anomaly]:
+        """Feed a poll given as columns: row i is series `keys[i]` = (service, signal) at `ts[i]`
+        (unix seconds) with `values[i]`.
+
+        Same anomalies, in the same order, as `observe_value` row by row, and bad rows (NaN,
+        strings, duplicate or out-of-order timestamps, unknown series) are counted in
+        `dropped` the same way. Rows of series whose step is routine are advanced together
+        by compiled loops over the state matrix (`columnar.Columns`), one round per
+        occurrence of a series in the poll (a range query returns several points per
+        series); the rest, and any row a routine step cannot decide, go through their own
+        `SeriesDetector`.
+        """
+        n = len(keys)
+        if len(ts) != n or len(values) != n:
+            raise ValueError(f"observe_columns: keys, ts and values differ in length ({n}, {len(ts)}, {len(values)})")
+        if n == 0:
+            return []
+
+        def slow(i: int) -> list[Anomaly]:
+            key = keys[i]
+            return self.observe_value(key[0], key[1], ts[i], values[i])
+
+        if self._budget is not None:
+            return [a for i in range(n) for a in slow(i)]
+        try:
+            ts_arr = np.asarray(ts, dtype=np.float64)
+            x_arr = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):  # a string or None among the rows: row by row, each counted
+            return [a for i in range(n) for a in slow(i)]
+        return self._observe_rows(self._slots_by_key(keys), ts_arr, x_arr, slow)
+
+    def _slots_by_key(self, keys: Sequence[tuple[str, str]]) -> npt.NDArray[np.intp]:
+        """The state slot of each row's series; -1 for a series not tracked yet (or not hashable)."""
+        get = self._slots.get
+        try:
+            slot_list = list(map(get, keys))
+        except TypeError:  # an unhashable key: every row by key, one at a time
+            slot_list = [get(k) if isinstance(k, tuple) and all(map(_hashable, k)) else None for k in keys]
+        if None in slot_list:
+            return np.array([-1 if s is None else s for s in slot_list], dtype=np.intp)
+        return np.array(slot_list, dtype=np.intp)
+
+    def _slots_by_id(self, keys: Sequence[tuple[str, str]], ids: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+        """Slots from process-wide series ids (`intake.series_id`): one array lookup per poll."""
+        table = self._slot_of_id
+        known = series_ids_known()
+        if known > len(table):
+            grown = np.full(max(known, 2 * len(table)), -1, dtype=np.intp)
+            grown[: len(table)] = table
+            table = self._slot_of_id = grown
+        if len(ids) and int(ids.min()) < 0:  # ids ran out: look those rows up by key
+            return self._slots_by_key(keys)
+        slots = table[ids]
+        missing = np.flatnonzero(slots < 0)
+        if missing.size:  # series seen by id for the first time (or not tracked yet)
+            get = self._slots.get
+            for i in missing.tolist():
+                slot = get(keys[i])
+                if slot is not None:
+                    table[ids[i]] = slots[i] = slot
+        return slots
+
+    def _observe_rows(  # noqa: PLR0915 - the batch path, kept inline
+        self,
+        slots: npt.NDArray[np.intp],
+        ts_arr: npt.NDArray[np.float64],
+        x_arr: npt.NDArray[np.float64],
+        slow: Callable[[int], list[Anomaly]],
+    ) -> list[Anomaly]:
+        """The batch path: routine rows on the state matrix, every other row through `slow(row)`.
+
+        Round r advances the r-th row of every series in the poll. A row the matrix cannot
+        take (series not tracked yet or not armed, bad value, late timestamp) sends it and
+        every later row of its series to `slow`, which runs after the rounds in row order,
+        so each series still sees its rows in order.
+        """
+        cols = self._cols
+        known = slots >= 0
+        all_known = bool(known.all())
+        safe = slots if all_known else np.where(known, slots, 0)
+        good = np.isfinite(x_arr) & np.isfinite(ts_arr)
+        if not all_known:
+            good &= known
+        if cols.distinct(safe[known] if not all_known else safe):
+            rounds: list[npt.NDArray[np.intp] | None] = [None]
+        else:
+            rounds = list(_occurrence_rounds(safe, known))
+        poison = cols.poison
+        slow_rows: list[int] = [] if all_known else np.flatnonzero(~known).tolist()
+        poisoned: list[npt.NDArray[np.intp]] = []
         found_at: list[tuple[int, list[Anomaly]]] = []
-        if fast_idx.size:
-            slot_arr = all_slots[take]
-            chosen = [samples[i] for i in fast_idx.tolist()] if len(fast_idx) != len(samples) else list(samples)
-            ts_arr = _unix_times(chosen)
-            x_arr = np.array(list(map(_value_of, chosen)), dtype=np.float64)
-            late = ts_arr <= cols.state["last_ts"][slot_arr]
-            if late.any():  # out of order or duplicate: the one-by-one path counts the drop
-                keep = ~late
-                rest = sorted(rest + fast_idx[late].tolist())
-                fast_idx, slot_arr, ts_arr, x_arr = fast_idx[keep], slot_arr[keep], ts_arr[keep], x_arr[keep]
-            fast_rows = fast_idx.tolist()
-            self.accepted += len(fast_rows)
-            back, drifts, burned = cols.step(slot_arr, ts_arr, x_arr)
+        last_ts = cols.state_column(_LAST_TS)
+        for rows in rounds:
+            row_of: npt.NDArray[np.intp] | None
+            if rows is None:
+                r_slots, r_ts, r_x, r_good = safe, ts_arr, x_arr, good
+            else:
+                r_slots, r_ts, r_x, r_good = safe[rows], ts_arr[rows], x_arr[rows], good[rows]
+            take = r_good & cols.active[r_slots]
+            take &= r_ts > last_ts[r_slots]  # out of order or duplicate: counted one by one
+            if poisoned:
+                take &= ~poison[r_slots]
+            if not take.all():
+                odd = ~take
+                if not all_known:
+                    odd &= known if rows is None else known[rows]
+                odd_slots = r_slots[odd]
+                poison[odd_slots] = True
+                poisoned.append(odd_slots)
+                odd_rows = np.flatnonzero(odd) if rows is None else rows[odd]
+                slow_rows.extend(odd_rows.tolist())
+                pick = np.flatnonzero(take)
+                row_of = pick if rows is None else rows[pick]
+                r_slots, r_ts, r_x = r_slots[pick], r_ts[pick], r_x[pick]
+            else:
+                row_of = rows
+            if not len(r_slots):
+                continue
+            self.accepted += len(r_slots)
+            back, drifts, burned = cols.step(r_slots, r_ts, r_x)
             for j, found in burned:
-                found_at.append((fast_rows[j], found))
+                found_at.append((j if row_of is None else int(row_of[j]), found))
             for j, drift in zip(back, drifts, strict=True):
-                slot = int(slot_arr[j])
+                slot = int(r_slots[j])
                 cols.release(slot)
                 det = cols.dets[slot]
                 assert det is not None
-                hit = det.update(float(ts_arr[j]), float(x_arr[j]), drift=drift)
+                hit = det.update(float(r_ts[j]), float(r_x[j]), drift=drift)
                 cols.adopt(slot)
                 if hit:
-                    found_at.append((fast_rows[j], hit))
-        for i in rest:
-            sample = samples[i]
-            found = self.observe(sample)
-            if found:
-                found_at.append((i, found))
+                    found_at.append((j if row_of is None else int(row_of[j]), hit))
+        for marks in poisoned:
+            poison[marks] = False
+        if slow_rows:
+            slow_rows.sort()
+            for i in slow_rows:
+                found = slow(i)
+                if found:
+                    found_at.append((i, found))
         if not found_at:
             return []
         found_at.sort(key=lambda item: item[0])

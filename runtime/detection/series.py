@@ -76,6 +76,8 @@ class SeriesDetector:
         "alarm_level",
         "alarm_n",
         "alarm_sum",
+        "blk_n",
+        "blk_sum",
         "burn",
         "decay",
         "dn_n",
@@ -134,6 +136,8 @@ class SeriesDetector:
         self.alarm_base_mu = self.alarm_base_sigma = self.alarm_level = self.alarm_absdev = 0.0
         self.pending_spike: tuple[float, float, float, float, float, bool] | None = None
         self.adwin: drift.ADWIN | None = None
+        self.blk_sum = 0.0  # ADWIN sees block means: running sum and count of the current block
+        self.blk_n = 0
         self.ph: drift.PageHinkley | None = None
         self._new_river()
         self.burn = BurnRate(policy.slo_objective) if policy.slo_objective is not None else None
@@ -143,7 +147,11 @@ class SeriesDetector:
 
     def _new_river(self) -> None:
         p = self.p
-        self.adwin = drift.ADWIN(delta=p.adwin_delta) if "adwin" in p.detectors else None  # type: ignore[no-untyped-call]
+        # ADWIN checks for a change every `clock` updates: scaled so it still checks every ~32 samples.
+        clock = max(1, 32 // p.adwin_block)
+        self.adwin = drift.ADWIN(delta=p.adwin_delta, clock=clock) if "adwin" in p.detectors else None  # type: ignore[no-untyped-call]
+        self.blk_sum = 0.0
+        self.blk_n = 0
         if "page_hinkley" in p.detectors:
             mode = "both" if self.watch_up and self.watch_dn else ("up" if self.watch_up else "down")
             self.ph = drift.PageHinkley(min_instances=p.warmup, delta=0.5, threshold=p.ph_threshold, mode=mode)
@@ -180,8 +188,9 @@ class SeriesDetector:
     def update(self, ts: float, x: float, drift: bool | None = None) -> list[Anomaly] | None:  # noqa: PLR0915 - the hot path stays inline
         """Feed one value (ts in unix seconds, strictly increasing); returns anomalies or None.
 
-        `drift` is for the columnar batch path only: it has already fed this sample to the
-        series' river ADWIN (Page-Hinkley series never take that path) and passes the result.
+        `drift` is for the columnar batch path only: it has already added this sample to the
+        series' ADWIN block (feeding river's ADWIN when the block filled; Page-Hinkley series
+        never take that path) and passes the result.
         """
         out: list[Anomaly] | None = None
         last = self.last_ts
@@ -220,9 +229,14 @@ class SeriesDetector:
         adwin = self.adwin
         if drift is not None:
             river_drift = drift
-        elif adwin is not None:
-            adwin.update(0.5 + zc / (2.0 * clip))  # type: ignore[no-untyped-call]
-            river_drift = adwin.drift_detected
+        elif adwin is not None:  # fed the mean of each block of `adwin_block` samples
+            self.blk_sum += 0.5 + zc / (2.0 * clip)
+            self.blk_n += 1
+            if self.blk_n >= p.adwin_block:
+                adwin.update(self.blk_sum / self.blk_n)  # type: ignore[no-untyped-call]
+                self.blk_sum = 0.0
+                self.blk_n = 0
+                river_drift = adwin.drift_detected
         ph = self.ph
         if ph is not None and drift is None:
             ph.update(zc)  # type: ignore[no-untyped-call]
