@@ -3,6 +3,9 @@
 The daemon runs as a subprocess at DEBUG log level; the test drives it through its API (push,
 Alertmanager, approvals, audit reads, refused calls with wrong tokens) until notifications go
 out, then searches the whole log, the audit export and the raw database file for every secret.
+Here the LLM API key only sits in the daemon's environment (`homeostat run` has no diagnoser
+setting, so nothing calls a model); tests/security/test_live_secrets.py sends it on a real
+LLM call from the daemon and searches the webhook bodies and /v1 responses too.
 """
 
 from __future__ import annotations
