@@ -26,6 +26,8 @@ import os
 import random
 import signal
 import socket
+import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from langgraph.checkpoint.sqlite import SqliteSaver
 
 from domain import FINAL_STATES, ActionName, ChangeEvent, IncidentState, Sample, Topology
 from domain.clock import VirtualClock
@@ -43,6 +46,7 @@ from runtime.logs import configure_logging
 from runtime.loop import ControlLoop, LoopOptions
 from runtime.ports import Identity, TelemetryBatch
 from runtime.store import IncidentStore, StateBlobStore, engine_for
+from simulations import load_scenario
 from tools import GuardConfig, SimulatorHttpAdapter
 
 CHECKPOINT_BLOB = "chaos-checkpoint"
@@ -126,12 +130,78 @@ def fleet_server(scenario_path: Path) -> Iterator[str]:
 # -- the worker: one life of the control loop ---------------------------------------------------
 
 
-def _open_loop(db: str, sim: str, client: httpx.Client) -> tuple[ControlLoop, VirtualClock, StateBlobStore]:
+@dataclass(frozen=True)
+class CrashPoint:
+    """A deterministic place to die: around the moment graph step `node` hands its result to the checkpointer.
+
+    `when="after_writes"`: the step ran and its writes were saved, but the checkpoint that applies them
+    was not (LangGraph saves a step's writes, then the next checkpoint). `when="before_writes"`: the step
+    ran (its audit records and any action are done) but its writes were never saved.
+    """
+
+    node: str
+    when: str = "after_writes"
+
+    def __post_init__(self) -> None:
+        if self.when not in ("after_writes", "before_writes"):
+            raise ValueError(f"CrashPoint.when: expected 'after_writes' or 'before_writes', got {self.when!r}")
+
+
+class _DyingSaver(SqliteSaver):
+    """LangGraph's SQLite checkpointer that SIGKILLs its own process at a `CrashPoint` (first occurrence).
+
+    LangGraph saves a step's writes and the checkpoint after the step from a thread pool, in either
+    order; for `after_writes` the checkpoint's save waits until the step's writes are on disk, then dies.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, point: CrashPoint) -> None:
+        super().__init__(conn)
+        self._point = point
+        self._lock = threading.Lock()
+        self._written: dict[str, threading.Event] = {}
+        self._seen: dict[str, Any] = {}
+
+    def _event(self, config: Any) -> threading.Event:
+        with self._lock:
+            return self._written.setdefault(config["configurable"]["thread_id"], threading.Event())
+
+    def put_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
+        node = task_path.rsplit(", ", 1)[-1]
+        hit = node == self._point.node and any(not channel.startswith("__") for channel, _ in writes)
+        if hit and self._point.when == "before_writes":
+            os.kill(os.getpid(), signal.SIGKILL)
+        super().put_writes(config, writes, task_id, task_path)
+        if hit:
+            self._event(config).set()
+
+    def put(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+        thread = config["configurable"]["thread_id"]
+        seen = checkpoint["versions_seen"].get(self._point.node)
+        ran = seen is not None and seen != self._seen.get(thread)  # the node ran in the step this checkpoint closes
+        self._seen[thread] = seen
+        if ran and self._point.when == "after_writes" and self._event(config).wait(10):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().put(config, checkpoint, metadata, new_versions)
+
+
+def _open_loop(
+    db: str, sim: str, client: httpx.Client, crash: CrashPoint | None = None
+) -> tuple[ControlLoop, VirtualClock, StateBlobStore]:
     now = datetime.fromisoformat(client.get(f"{sim}/healthz").json()["now"])
     clock = VirtualClock(now)
     options = LoopOptions(db=db, guard=GuardConfig(allow={a: ["*"] for a in ActionName}))
     loop = ControlLoop(options, clock=clock, adapter=SimulatorHttpAdapter(sim, timeout_s=10))
+    if crash is not None:
+        conn = sqlite3.connect(db, check_same_thread=False, timeout=30)
+        loop.checkpointer = _DyingSaver(conn, crash)
+        loop.refresh()  # rebuild the graph over the dying checkpointer
     loop.telemetry.set_topology(Topology.model_validate(client.get(f"{sim}/topology").json()))
+    # The telemetry window is memory: like the daemon's first poll of a source, a new life reads the
+    # source's history back into it (for diagnosis and for judging recovery against the pre-onset
+    # baseline). Detection is fed only from the checkpointed cursor on, in `step`.
+    history = client.get(f"{sim}/telemetry").json()
+    loop.telemetry.add_changes(ChangeEvent.model_validate(c) for c in history["changes"])
+    loop.telemetry.add_samples(Sample.model_validate(s) for s in history["samples"])
     blobs = StateBlobStore(loop.store.engine)
     checkpoint = blobs.get(CHECKPOINT_BLOB)
     if checkpoint is not None:
@@ -149,6 +219,8 @@ class WorkerSpec:
     sim: str
     approvals_file: str
     step_s: float
+    crash: CrashPoint | None = None
+    """Die (SIGKILL) at this point instead of waiting for the parent's kill."""
 
 
 def _record_crash(spec: WorkerSpec, error: BaseException) -> None:
@@ -170,7 +242,7 @@ def run_worker(spec: WorkerSpec, max_steps: int, ready: Any = None) -> None:
 def _run_worker(spec: WorkerSpec, max_steps: int, ready: Any = None) -> None:
     configure_logging("WARNING")
     with httpx.Client(timeout=10) as client:
-        loop, clock, blobs = _open_loop(spec.db, spec.sim, client)
+        loop, clock, blobs = _open_loop(spec.db, spec.sim, client, spec.crash)
         loop.recover()
         if ready is not None:
             ready.send(True)
@@ -309,16 +381,17 @@ def run_chaos(
     return report
 
 
-def _collect_crashes(path: Path, report: ChaosReport) -> None:
+def _collect_crashes(path: Path, report: ChaosReport | CrashPointReport) -> None:
     """Lives that died by themselves (not by our SIGKILL) are violations."""
     lines = path.read_text().splitlines() if path.exists() else []
     for line in lines:
         report.violations.append(f"the loop's process died by itself: {json.loads(line)['error']}")
 
 
-def _finish(spec: WorkerSpec, max_steps: int) -> bool:
-    """One uninterrupted life: step until every incident is final. False if it died."""
-    proc = mp.get_context("fork").Process(target=_finish_worker, args=(spec, max_steps))
+def _finish(spec: WorkerSpec, max_steps: int, until: datetime | None = None) -> bool:
+    """One uninterrupted life: step until every incident is final (and the fleet's clock reached `until`).
+    False if it died."""
+    proc = mp.get_context("fork").Process(target=_finish_worker, args=(spec, max_steps, until))
     proc.start()
     proc.join(300)
     if proc.is_alive():
@@ -328,15 +401,15 @@ def _finish(spec: WorkerSpec, max_steps: int) -> bool:
     return proc.exitcode == 0
 
 
-def _finish_worker(spec: WorkerSpec, max_steps: int) -> None:
+def _finish_worker(spec: WorkerSpec, max_steps: int, until: datetime | None = None) -> None:
     try:
-        _finish_life(spec, max_steps)
+        _finish_life(spec, max_steps, until)
     except BaseException as error:
         _record_crash(spec, error)
         raise
 
 
-def _finish_life(spec: WorkerSpec, max_steps: int) -> None:
+def _finish_life(spec: WorkerSpec, max_steps: int, until: datetime | None = None) -> None:
     configure_logging("WARNING")
     with httpx.Client(timeout=10) as client:
         loop, clock, blobs = _open_loop(spec.db, spec.sim, client)
@@ -344,6 +417,77 @@ def _finish_life(spec: WorkerSpec, max_steps: int) -> None:
         for _ in range(max_steps):
             step(spec, loop, clock, blobs, client)
             rows = loop.store.list(limit=10_000)
-            if rows and all(r.final for r in rows):
+            if rows and all(r.final for r in rows) and (until is None or clock.now() >= until):
                 break
         loop.close()
+
+
+# -- deterministic crash points ---------------------------------------------------------------
+
+
+@dataclass
+class CrashPointReport:
+    """What one life that died at a `CrashPoint` left behind, and how the next life dealt with it."""
+
+    point: CrashPoint
+    died_there: bool = False
+    """The first life was SIGKILLed by the crash point (not stopped by anything else)."""
+    stranded: dict[str, list[tuple[str, bool]]] = field(default_factory=dict)
+    """Per incident whose thread was cut short: its pending tasks as (node, has a saved result)."""
+    incidents: dict[str, str] = field(default_factory=dict)
+    actions_applied: int = 0
+    violations: list[str] = field(default_factory=list)
+
+
+def stranded_threads(db: str, sim: str) -> dict[str, list[tuple[str, bool]]]:
+    """Threads of open incidents that stopped with tasks pending and no interrupt waiting (as recover sees them)."""
+    with httpx.Client(timeout=10) as client:
+        loop, _clock, _blobs = _open_loop(db, sim, client)
+    try:
+        found: dict[str, list[tuple[str, bool]]] = {}
+        for row in loop.store.list(open_only=True, limit=10_000):
+            if not row.graph_started:
+                continue
+            snapshot = loop.graph.get_state({"configurable": {"thread_id": row.id}})
+            tasks = [(t.name, t.result is not None) for t in snapshot.tasks if not (t.interrupts and t.result is None)]
+            if tasks and len(tasks) == len(snapshot.tasks):
+                found[row.id] = tasks
+        return found
+    finally:
+        loop.close()
+
+
+def run_crash_point(
+    scenario_path: Path, workdir: Path, point: CrashPoint, *, step_s: float = 30.0, max_steps: int = 400
+) -> CrashPointReport:
+    """Play `scenario_path` until the loop dies at `point`; restart it and run until every incident is final."""
+    db = str(workdir / "crash.sqlite")
+    approvals_file = workdir / "approvals.jsonl"
+    report = CrashPointReport(point)
+    duration = timedelta(seconds=load_scenario(scenario_path).duration_s)
+    with fleet_server(scenario_path) as sim:
+        end = datetime.fromisoformat(httpx.get(f"{sim}/healthz", timeout=10).json()["now"]) + duration
+        proc = mp.get_context("fork").Process(
+            target=run_worker, args=(WorkerSpec(db, sim, str(approvals_file), step_s, point), max_steps)
+        )
+        proc.start()
+        proc.join(300)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+            raise RuntimeError(f"the life meant to die at {point} neither died nor finished within 300 s")
+        report.died_there = proc.exitcode == -signal.SIGKILL
+        if report.died_there:
+            report.stranded = stranded_threads(db, sim)
+        report.violations += [f"after the crash: {p}" for p in check_invariants(db, sim, approvals_file)]
+        final = WorkerSpec(db, sim, str(approvals_file), step_s)
+        if not _finish(final, max_steps, until=end):
+            report.violations.append("the restarted loop died by itself")
+        _collect_crashes(workdir / "crashes.jsonl", report)
+        report.violations += [f"at the end: {p}" for p in check_invariants(db, sim, approvals_file)]
+        report.incidents = incident_states(db)
+        for incident, state in report.incidents.items():
+            if IncidentState(state) not in FINAL_STATES:
+                report.violations.append(f"incident {incident} ended in non-final state {state}")
+        report.actions_applied = len(httpx.get(f"{sim}/chaos/applied", timeout=10).json())
+    return report

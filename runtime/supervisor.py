@@ -177,8 +177,11 @@ class Supervisor:
                 # there is no thread to resume, so start it (its first step is triage: nothing acted yet).
                 log.warning("incident.start_after_crash", incident_id=row.id)
                 self._start(row)
-            elif snapshot.next and not snapshot.interrupts:
-                log.warning("incident.resume_after_crash", incident_id=row.id, next=list(snapshot.next))
+            elif _in_flight(snapshot):
+                # Killed mid-step. This includes a step whose writes were saved but whose checkpoint
+                # was not: LangGraph then reports `next == ()` (the task has its result) although the
+                # thread has not moved on; resuming applies the saved writes without re-running the step.
+                log.warning("incident.resume_after_crash", incident_id=row.id, next=[t.name for t in snapshot.tasks])
                 self._run(row.id, None)
             else:
                 # Finished, or waiting at an interrupt: the store may lag the checkpoint when the
@@ -203,7 +206,9 @@ class Supervisor:
         row = self._store.get(incident_id)
         service = ",".join(row.services) if row else ""
         with structlog.contextvars.bound_contextvars(incident_id=incident_id, service=service):
-            self._graph.invoke(graph_input, _config(incident_id))
+            # "sync": each step's checkpoint is on disk before the next step starts, so a kill never
+            # leaves a later step's effects (an audit record, an action) ahead of an unsaved checkpoint.
+            self._graph.invoke(graph_input, _config(incident_id), durability="sync")
             self._sync(incident_id)
 
     def _sync(self, incident_id: str) -> None:
@@ -329,6 +334,17 @@ class Supervisor:
         )
         log.info("approval.queued", incident_id=incident_id, approver=who.name, approve=approve)
         return {"incident_id": incident_id, "queued": True, "approve": approve, "by": who.name}
+
+
+def _in_flight(snapshot: Any) -> bool:
+    """Whether a thread stopped mid-run (to be resumed) rather than finished or waiting at an interrupt.
+
+    A task that was interrupted and has no result yet is a wait; any other pending task (not yet run,
+    failed, or run with its writes saved but no checkpoint after them) means the run was cut short.
+    """
+    tasks = snapshot.tasks
+    waiting = any(task.interrupts and task.result is None for task in tasks)
+    return bool(tasks) and not waiting
 
 
 def _config(incident_id: str) -> dict[str, Any]:
