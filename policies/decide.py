@@ -299,7 +299,8 @@ def flap_link(proposal: Proposal, earlier: RecentAction) -> str | None:
     Related means: the same target; a service both change (the service each runs for, plus the
     services a failover names or moved); or the same provider pair reversed (the proposal moves
     traffic off the provider `earlier` moved it to, or back onto the one it left). A failover
-    whose destination was not recorded is assumed to be reversible by any later failover.
+    whose destination was not recorded is assumed to be reversed by any later failover that does
+    not name a destination of its own.
     """
     if earlier.target == proposal.target:
         return f"same target {proposal.target!r}"
@@ -319,6 +320,7 @@ def flap_link(proposal: Proposal, earlier: RecentAction) -> str | None:
         and proposal.action is ActionName.FAILOVER_PROVIDER
         and earlier.destination is None
         and not earlier.services
+        and not isinstance(to_provider, str)  # an explicit destination elsewhere is not the way back
     ):
         return (
             f"may reverse it: where {earlier.action.value} of {earlier.target!r} moved traffic is not recorded,"

@@ -124,6 +124,10 @@ class TestWhatCountsAsAFlap:
         [
             (FAILED_OVER, failover("kb-writer", "llm-gamma")),  # another provider, destination known
             (FAILED_OVER, proposal(ActionName.ROLLBACK_MODEL_VERSION, "kb-writer")),  # a service it did not move
+            (  # destination not recorded, but this failover names where it goes: not the way back
+                ran(ActionName.FAILOVER_PROVIDER, "support-chat", 10, target="llm-alpha"),
+                failover("kb-writer", "llm-beta", to_provider="llm-gamma"),
+            ),
             (ran(ActionName.ROLLBACK_MODEL_VERSION, "support-chat", 30), proposal()),  # window is [now-30m, now)
             (ran(ActionName.ESCALATE, "support-chat", 1), proposal()),  # escalate changes nothing
             (ran(ActionName.ROLLBACK_MODEL_VERSION, "support-chat", -1), proposal()),  # stamped after now
