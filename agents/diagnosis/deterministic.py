@@ -741,6 +741,28 @@ def _transitive_callers(topology: Topology, service: str) -> list[str]:
     return sorted(seen)
 
 
+#: Weight of the credit a callee gets for its callers' outgoing-call latency rise.
+CALLER_CREDIT_WEIGHT = 0.5
+
+
+def caller_credit(symptoms: Mapping[str, ServiceSymptoms], topology: Topology, service: str) -> float:
+    """How much the service's callers' outgoing-call (client) latency rose: the smallest rise
+    (evidence strength) among the callers that report client latency, 0 without such callers.
+
+    A delay on the way to a service (network delay) often leaves the service's own metrics flat and
+    shows only as its callers waiting longer; every one of its callers should wait, so the weakest
+    caller bounds the credit, and a callee whose callers do not all wait gets little.
+    """
+    rises: list[float] = []
+    for caller in topology.callers_of(service):
+        sym = symptoms.get(caller)
+        pairs = sym.self_time_pairs() if sym is not None else None
+        if sym is None or pairs is None or not pairs[1]:
+            continue
+        rises.append(max(strength(sym.shifts[g].effect) for g in pairs[1]))
+    return min(rises, default=0.0)
+
+
 def rank_services(
     symptoms: Mapping[str, ServiceSymptoms],
     topology: Topology,
@@ -749,9 +771,9 @@ def rank_services(
 ) -> list[ServiceRank]:
     """Services ranked as root-cause candidates, best first.
 
-    A service's anomaly is its strongest symptom plus a share of the next ones. A service with
-    an anomalous callee has its score reduced (its symptoms may be inherited); an anomalous
-    service none of whose callees is anomalous is "upstream" and keeps its full score.
+    A service's score is its localisation (`ServiceSymptoms.localisation`) plus
+    CALLER_CREDIT_WEIGHT x `caller_credit`, with a faint tie-break from below-threshold movement.
+    An anomalous service none of whose callees is anomalous is marked "upstream".
     """
     anomaly = {s: sym.localisation() for s, sym in symptoms.items()}
     ranks: list[ServiceRank] = []
@@ -762,7 +784,7 @@ def rank_services(
         callee_scores = [anomaly.get(c, 0.0) for c in _callees(topology, service)]
         strongest_callee = max(callee_scores, default=0.0)
         upstream = own > 0 and strongest_callee <= 0
-        score = own + faint
+        score = own + CALLER_CREDIT_WEIGHT * caller_credit(symptoms, topology, service) + faint
         top_signals = sorted(sym.shifts, key=lambda g: (-sym.s(g), g))[:3]
         ranks.append(
             ServiceRank(
