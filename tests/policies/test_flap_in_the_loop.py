@@ -1,9 +1,10 @@
-"""The flap guard in the real loop: failing over to a slower backup, then failing straight back.
+"""The flap guard in the real loop: after a failover, failing back from the backup waits for a person.
 
-The in-process simulator plays a provider outage whose backup provider is three times slower.
-The failover runs on its own (a constitution that allows it), verification sees latency still
-bad and the graph proposes the undo: a failover of the *backup* provider back to the primary.
-The old (action, target) guard let that run on its own; now it waits for a person.
+The in-process simulator plays a provider outage; a constitution lets failovers run on their
+own. Two ways back: the backup is slower, so verification fails and the graph proposes the
+undo; or the failover recovers and the backup degrades later, so a new incident on another
+service proposes failing the backup over. Both are failovers of a different target (the
+backup), so the old (action, target) guard let them run on their own; now they wait.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ SLOW_BACKUP = """\
 name: slow_backup_failback
 description: llm-alpha fails at 40m; its backup llm-beta answers three times slower.
 seed: 2202
-duration: 1h10m
+duration: 1h
 start: 2026-03-02T09:00:00Z
 fleet:
   providers:
@@ -35,7 +36,7 @@ ground_truth:
 
 FAILOVER_ON_ITS_OWN = """\
 default: {verdict: approval}
-approval_defaults: {approvers: 1, roles: [approver], timeout: 20m, on_timeout: auto}
+approval_defaults: {approvers: 1, roles: [approver], timeout: 10m, on_timeout: auto}
 flap_guard: {window: 30m}
 rules:
   - {id: failover-auto, when: {action: failover_provider}, verdict: auto}
@@ -43,9 +44,28 @@ rules:
 """
 
 
-def _play(tmp_path: Path, approvers: tuple[ScriptedApprover, ...]) -> tuple[list[dict[str, str]], list[dict]]:
-    scenario = tmp_path / "slow_backup.yaml"
-    scenario.write_text(SLOW_BACKUP)
+BACKUP_DEGRADES_LATER = """\
+name: backup_degrades_later
+description: llm-alpha fails at 40m; the failover to llm-beta recovers; llm-beta degrades at 60m.
+seed: 2202
+duration: 1h05m
+start: 2026-03-02T09:00:00Z
+injections:
+  - {type: fault, at: 40m, fault: provider_outage, provider: llm-alpha, severity: 1.0, shape: sudden}
+  - {type: fault, at: 60m, fault: provider_outage, provider: llm-beta, severity: 0.6, shape: sudden}
+ground_truth:
+  cause: provider_degradation
+  service: support-chat
+  provider: llm-alpha
+  acceptable_actions: [failover_provider]
+"""
+
+
+def _play(
+    tmp_path: Path, scenario_text: str, approvers: tuple[ScriptedApprover, ...] = ()
+) -> tuple[list[dict[str, str]], list[dict]]:
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text(scenario_text)
     constitution = tmp_path / "constitution.yaml"
     constitution.write_text(FAILOVER_ON_ITS_OWN)
     db = tmp_path / "loop.sqlite"
@@ -61,7 +81,7 @@ def _play(tmp_path: Path, approvers: tuple[ScriptedApprover, ...]) -> tuple[list
 
 def test_failing_back_from_a_slow_backup_waits_for_a_person(tmp_path: Path) -> None:
     """The undo of a failover (backup -> primary) is held back with a flap-guard reason, and never runs unanswered."""
-    actions, decisions = _play(tmp_path, approvers=())
+    actions, decisions = _play(tmp_path, SLOW_BACKUP)
     failovers = [d for d in decisions if d["proposal"]["action"] == "failover_provider"]
     assert [d["proposal"]["target"] for d in failovers] == ["llm-alpha", "llm-beta"]
     first, back = failovers
@@ -72,4 +92,18 @@ def test_failing_back_from_a_slow_backup_waits_for_a_person(tmp_path: Path) -> N
     (reason,) = [r for r in back["decision"]["reasons"] if r.startswith("flap guard:")]
     assert "'llm-beta'" in reason and "'llm-alpha'" in reason
     # Nobody answered: only the first failover ever reached the fleet.
+    assert [(a["action"], a["target"]) for a in actions] == [("failover_provider", "llm-alpha")]
+
+
+def test_failing_over_a_backup_that_degrades_later_waits_for_a_person(tmp_path: Path) -> None:
+    """A new incident's failover of the backup about 20 minutes on (not an undo) is held back too."""
+    actions, decisions = _play(tmp_path, BACKUP_DEGRADES_LATER)
+    failovers = [d for d in decisions if d["proposal"]["action"] == "failover_provider"]
+    assert [d["proposal"]["target"] for d in failovers] == ["llm-alpha", "llm-beta"]
+    first, back = failovers
+    assert first["decision"]["verdict"] == "auto"
+    assert back["proposal"]["parameters"] == {}  # a fresh proposal, not the undo
+    assert back["decision"]["verdict"] == "approval"
+    (reason,) = [r for r in back["decision"]["reasons"] if r.startswith("flap guard:")]
+    assert "'llm-beta'" in reason and "'llm-alpha'" in reason
     assert [(a["action"], a["target"]) for a in actions] == [("failover_provider", "llm-alpha")]
