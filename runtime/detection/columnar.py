@@ -37,6 +37,7 @@ def _adwin_internals() -> bool:
 
 
 _ADWIN_INTERNALS = _adwin_internals()
+_HELPER_UPDATE: Any = type(drift.ADWIN()._helper).update if _ADWIN_INTERNALS else None  # type: ignore[no-untyped-call]
 
 #: robust state mirrored between a SeriesDetector and the matrix (same names as its slots)
 STATE = (
@@ -233,6 +234,8 @@ class Columns:
         self.active = np.zeros(capacity, dtype=bool)
         self.stale_reported = np.zeros(capacity, dtype=bool)
         self.adwin: list[Any] = [None] * capacity
+        self.helper: list[Any] = [None] * capacity  # adwin[slot]._helper (river's compiled window)
+        self.drifted = np.zeros(capacity, dtype=bool)  # adwin[slot]._drift_detected
         self.dets: list[SeriesDetector | None] = [None] * capacity
         self.rings = BurnRings(capacity)
         self._mark = np.zeros(capacity, dtype=bool)
@@ -260,6 +263,8 @@ class Columns:
         self.active = np.concatenate([self.active, np.zeros(extra, dtype=bool)])
         self.stale_reported = np.concatenate([self.stale_reported, np.zeros(extra, dtype=bool)])
         self.adwin.extend([None] * extra)
+        self.helper.extend([None] * extra)
+        self.drifted = np.concatenate([self.drifted, np.zeros(extra, dtype=bool)])
         self.dets.extend([None] * extra)
         self.rings.grow(extra)
         self._mark = np.zeros(cap, dtype=bool)
@@ -310,7 +315,10 @@ class Columns:
         if det.burn is not None:
             self.rings.load(slot, det.burn)
         self.stale_reported[slot] = det.stale_reported
-        self.adwin[slot] = det.adwin
+        adwin = self.adwin[slot] = det.adwin
+        if adwin is not None and _ADWIN_INTERNALS:
+            self.helper[slot] = adwin._helper
+            self.drifted[slot] = adwin._drift_detected
         self.active[slot] = True
 
     def release(self, slot: int) -> None:
@@ -334,6 +342,31 @@ class Columns:
         for slot in np.flatnonzero(self.active).tolist():
             self.release(slot)
 
+    def _feed_adwins(self, slots: Rows, means: F64) -> list[bool]:
+        """`ADWIN.update(mean)` for each slot, the same steps as river's wrapper, from one C-level map."""
+        if not _ADWIN_INTERNALS:
+            adwins = self.adwin
+            seen = []
+            for slot, mean in zip(slots.tolist(), means.tolist(), strict=True):
+                a = adwins[slot]
+                a.update(mean)
+                seen.append(a.drift_detected)
+            return seen
+        pending = self.drifted[slots]
+        if pending.any():  # the wrapper resets a detector on the update after a drift
+            for slot in slots[pending].tolist():
+                a = self.adwin[slot]
+                a._reset()
+                self.helper[slot] = a._helper
+            self.drifted[slots[pending]] = False
+        hits: list[bool] = list(map(_HELPER_UPDATE, map(self.helper.__getitem__, slots.tolist()), means.tolist()))
+        if True in hits:
+            hit = slots[np.array(hits, dtype=bool)]
+            for slot in hit.tolist():
+                self.adwin[slot]._drift_detected = True
+            self.drifted[hit] = True
+        return hits
+
     def step(self, slots: Rows, ts: F64, x: F64) -> tuple[list[int], list[bool], list[tuple[int, list[Anomaly]]]]:
         """Advance active series (one row each, distinct) by one sample; returns rows that need their detector.
 
@@ -349,22 +382,8 @@ class Columns:
         n_full = k.adwin_blocks(self.state, self.param, slots, x, full_rows, means)
         drift_arr = np.zeros(n, dtype=bool)
         if n_full:
-            rows = full_rows[:n_full].tolist()
-            adwins = self.adwin
-            hits = []
-            if _ADWIN_INTERNALS:  # river ADWIN.update without its Python wrapper (same steps)
-                for slot, mean in zip(slots[rows].tolist(), means[:n_full].tolist(), strict=True):
-                    a = adwins[slot]
-                    if a._drift_detected:
-                        a._reset()
-                    a._drift_detected = hit = a._helper.update(mean)
-                    hits.append(hit)
-            else:
-                for slot, mean in zip(slots[rows].tolist(), means[:n_full].tolist(), strict=True):
-                    a = adwins[slot]
-                    a.update(mean)
-                    hits.append(a.drift_detected)
-            drift_arr[rows] = hits
+            rows = full_rows[:n_full]
+            drift_arr[rows] = self._feed_adwins(slots[rows], means[:n_full])
         exc = np.zeros(n, dtype=bool)
         n_exc = k.step_rows(self.state, self.param, slots, ts, x, drift_arr, exc)
         self.stale_reported[slots] = False

@@ -61,7 +61,7 @@ class SignalPolicy(BaseModel):
     refractory: int = Field(default=10, ge=0, description="samples an alarm lasts at least, even if it recovers")
     recover_z: float = Field(default=2.0, gt=0.0)
     adwin_delta: float = Field(default=0.0002, gt=0.0, lt=1.0)
-    adwin_block: int = Field(default=8, ge=1, le=1024, description="ADWIN sees the mean of each block of this many")
+    adwin_block: int = Field(default=16, ge=1, le=1024, description="ADWIN sees the mean of each block of this many")
     confirm_z: float = Field(default=3.0, ge=0.0)
     ph_threshold: float = Field(default=25.0, gt=0.0)
     crit_z: float = Field(default=10.0, gt=0.0)

@@ -10,6 +10,7 @@ looking every (service, signal) up in a dict again.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable
 
 import numpy as np
@@ -51,9 +52,9 @@ class SampleBatch(list[Sample]):
     def __init__(self, samples: Iterable[Sample] = ()) -> None:
         super().__init__()
         self._keys: list[tuple[str, str]] = []
-        self._ids: list[int] = []
-        self._ts: list[float] = []
-        self._values: list[float] = []
+        self._ids = array("q")  # typed buffers: the columns are copied out in one memcpy each
+        self._ts = array("d")
+        self._values = array("d")
         self._cache: Columns | None = None
         for sample in samples:
             self.add(sample)
@@ -88,8 +89,8 @@ class SampleBatch(list[Sample]):
         if self._cache is None:
             self._cache = (
                 self._keys,
-                np.array(self._ids, dtype=np.intp),
-                np.array(self._ts, dtype=np.float64),
-                np.array(self._values, dtype=np.float64),
+                np.frombuffer(self._ids, dtype=np.int64).astype(np.intp),
+                np.frombuffer(self._ts, dtype=np.float64).copy(),
+                np.frombuffer(self._values, dtype=np.float64).copy(),
             )
         return self._cache

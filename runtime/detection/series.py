@@ -25,6 +25,7 @@ _LEVEL_ALPHA = 0.2  # weight of the level tracked while alarmed
 _RECENT_ALPHA = 0.5  # weight of the recent residual that sizes a shift as it is raised
 _TREND_W = 1.0 / 120.0  # exponentially weighted regression: ~240 samples of memory
 _TREND_T = 4.0  # slope must be this many standard errors from zero
+ADWIN_CHECK_SAMPLES = 32  # ADWIN looks for a change about once per this many samples (river's clock, in samples)
 
 
 def ts_to_datetime(ts: float) -> datetime:
@@ -147,8 +148,8 @@ class SeriesDetector:
 
     def _new_river(self) -> None:
         p = self.p
-        # ADWIN checks for a change every `clock` updates: scaled so it still checks every ~32 samples.
-        clock = max(1, 32 // p.adwin_block)
+        # ADWIN checks for a change every `clock` updates (block means): about once per ADWIN_CHECK_SAMPLES samples
+        clock = max(1, ADWIN_CHECK_SAMPLES // p.adwin_block)
         self.adwin = drift.ADWIN(delta=p.adwin_delta, clock=clock) if "adwin" in p.detectors else None  # type: ignore[no-untyped-call]
         self.blk_sum = 0.0
         self.blk_n = 0
