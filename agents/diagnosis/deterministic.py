@@ -54,6 +54,9 @@ PEER_QUANTILE = 0.75
 PEER_REF_FLOOR = 0.5
 #: A service's movement counts from this many times its peers' typical movement onwards.
 PEER_MARGIN = 0.5
+#: Peer-compared signals count as the strongest one plus this share of the others: a fault shows
+#: clearly somewhere, while many mild movements on one service are mostly noise.
+PEER_SHARE = 0.2
 #: Weight of traffic-shaped signals (request counts, bytes, syscalls): they follow load, which a
 #: fault anywhere shifts everywhere; saturation signals (CPU, memory) stay with the pod at fault.
 TRAFFIC_WEIGHT = 0.3
@@ -172,7 +175,8 @@ class ServiceSymptoms:
         """How strongly the service looks like where a fault sits, for the localisation ranking.
 
         Signals Homeostat does not know count by how far they stand out from the same signal on the
-        other services (`peer_references`); known signals count by their evidence strength.
+        other services (`peer_references`): the strongest in full, the others at PEER_SHARE. Known
+        signals count by their evidence strength.
         With served (server) and outgoing-call (client) latency series, latency counts only as self
         time: how much more the served latency rose than the latency of the service's own calls
         (SELF_TIME_WEIGHT x the difference of strengths). Latency a service inherits from slow
@@ -180,17 +184,20 @@ class ServiceSymptoms:
         side only.
         """
         signals = set(self.shifts) | self.anomalous_signals
+        compared = sorted((self.signal_localisation(g) for g in signals & set(self.peer_refs)), reverse=True)
+        peers = compared[0] + PEER_SHARE * sum(compared[1:]) if compared else 0.0
+        others = signals - set(self.peer_refs)
         pairs = self.self_time_pairs()
         if pairs is None:
-            return sum(self.signal_localisation(g) for g in signals)
+            return peers + sum(self.s(g) for g in others)
         server, client = pairs
 
         def up(signal: str) -> float:
             return strength(self.shifts[signal].effect)
 
         self_time = max(0.0, max((up(g) for g in server), default=0.0) - max((up(g) for g in client), default=0.0))
-        rest = sum(self.signal_localisation(g) for g in signals if not _is_latency(g))
-        return SELF_TIME_WEIGHT * self_time + rest
+        rest = sum(self.s(g) for g in others if not _is_latency(g))
+        return SELF_TIME_WEIGHT * self_time + peers + rest
 
     def evidence(self, signals: Iterable[str], anomaly_ids: Mapping[tuple[str, str], str]) -> list[Evidence]:
         out: list[Evidence] = []

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from agents.diagnosis import DeterministicDiagnoser
-from agents.diagnosis.deterministic import PEER_MIN_SERVICES, peer_references
+from agents.diagnosis.deterministic import PEER_MIN_SERVICES, ServiceSymptoms, peer_references
 from agents.diagnosis.shifts import SeriesShift, shift_between
 from agents.ports import IncidentContext
 from domain import Anomaly, Direction, Sample, ServiceInfo, Signal, Topology
@@ -143,6 +143,20 @@ class TestPeerReferences:
         loud = {(s, "pool_size"): _shift(s, "pool_size", 2.0) for s in "abcd"}
         assert peer_references(quiet)["pool_size"] == 0.5
         assert peer_references(loud)["pool_size"] > 10.0
+
+
+def _moved(service: str, signal: str, own_effect: float) -> SeriesShift:
+    return SeriesShift(service, signal, 10.0, 11.0, 1.0, 1.0, 1.0, 5, 5, 300.0, own_effect=own_effect)
+
+
+def test_one_clear_movement_outranks_many_mild_ones() -> None:
+    """One signal standing out 20x from its peers outranks five that each stand out 4x: a fault shows
+    clearly somewhere, while many mild movements on one service are mostly noise."""
+    mild = {f"mem_{i}": _moved("b", f"mem_{i}", 4.0) for i in range(5)}
+    refs = {signal: 1.0 for signal in [*mild, "mem_x"]}
+    clear = ServiceSymptoms("a", {"mem_x": _moved("a", "mem_x", 20.0)}, peer_refs=refs)
+    many = ServiceSymptoms("b", mild, peer_refs=refs)
+    assert clear.localisation() > many.localisation()
 
 
 class TestCallerCredit:
