@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from domain import ChangeEvent, Sample
+from runtime.detection.intake import SampleBatch
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -60,11 +61,15 @@ class ParsedTelemetry:
 
 def parse_telemetry(samples: Iterable[Any], changes: Iterable[Any], where: str = "") -> ParsedTelemetry:
     """Validate ``samples`` and ``changes`` item by item; ``where`` prefixes each rejection."""
-    out = ParsedTelemetry([], [], [])
+    batch = SampleBatch()  # the detection stage reads its columns (series id, unix seconds, value)
+    out = ParsedTelemetry(batch, [], [])
     prefix = f"{where}." if where else ""
     for i, item in enumerate(samples):
         parsed = parse_item(Sample, item, f"{prefix}samples[{i}]")
-        (out.rejections if isinstance(parsed, Rejection) else out.samples).append(parsed)  # type: ignore[arg-type]
+        if isinstance(parsed, Rejection):
+            out.rejections.append(parsed)
+        else:
+            batch.add(parsed)
     for i, item in enumerate(changes):
         parsed_change = parse_item(ChangeEvent, item, f"{prefix}changes[{i}]")
         (out.rejections if isinstance(parsed_change, Rejection) else out.changes).append(parsed_change)  # type: ignore[arg-type]

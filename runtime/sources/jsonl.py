@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from domain import ChangeEvent, Sample
+from runtime.detection.intake import SampleBatch
 from runtime.ports import TelemetryBatch
 from runtime.sources._parse import Rejection, SourceError, parse_item
 
@@ -56,7 +57,7 @@ class JsonlTailSource:
     # -- reading ------------------------------------------------------------------------
 
     def _poll_sync(self) -> TelemetryBatch:
-        batch = TelemetryBatch()
+        batch = TelemetryBatch(samples=SampleBatch())  # samples plus the columns detection reads
         if self._fh is None:
             self._open(first=True)
         assert self._fh is not None
@@ -151,7 +152,11 @@ class JsonlTailSource:
             if isinstance(sample, Rejection):
                 self._record(sample)
             else:
-                batch.samples.append(sample)
+                samples = batch.samples
+                if isinstance(samples, SampleBatch):
+                    samples.add(sample)
+                else:
+                    samples.append(sample)
         elif kind == "change":
             change = parse_item(ChangeEvent, item, where)
             if isinstance(change, Rejection):

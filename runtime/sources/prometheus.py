@@ -18,6 +18,7 @@ import httpx
 from pydantic import ValidationError
 
 from domain import Sample
+from runtime.detection.intake import SampleBatch
 from runtime.ports import TelemetryBatch
 from runtime.sources._parse import Rejection, SourceError, describe_validation_error
 from runtime.sources.guard import redact
@@ -82,13 +83,13 @@ class PrometheusSource:
     async def poll(self, now: datetime) -> TelemetryBatch:
         """Run every query; a failing query is reported in `poll_warnings` while the others' data
         flows (its series go stale downstream). Raises `SourceError` only if every query failed."""
-        samples: list[Sample] = []
+        samples = SampleBatch()  # samples plus the columns the detection stage reads
         self.rejections = []
         self.poll_warnings = []
         failed = 0
         for query, state in zip(self._queries, self._state, strict=True):
             try:
-                samples.extend(await self._run(query, state, now))
+                samples.extend_batch(await self._run(query, state, now))
             except SourceError as exc:
                 failed += 1
                 self.poll_warnings.append(str(exc))
@@ -100,14 +101,14 @@ class PrometheusSource:
             log.warning("source %s: %s", self.name, redact(warning))
         return TelemetryBatch(samples=samples)
 
-    async def _run(self, query: PromQuery, state: _QueryState, now: datetime) -> list[Sample]:
+    async def _run(self, query: PromQuery, state: _QueryState, now: datetime) -> SampleBatch:
         if self._mode == "instant":
             data = await self._get("/api/v1/query", {"query": query.promql, "time": _ts(now)}, query)
             return self._to_samples(query, state, data)
         step = timedelta(seconds=self._step)
         start = state.last_end + step if state.last_end else now - timedelta(seconds=self._lookback)
         if start > now:
-            return []
+            return SampleBatch()
         end = start + step * int((now - start) / step)  # stay on the step grid: no gaps, no drift
         params = {"query": query.promql, "start": _ts(start), "end": _ts(end), "step": f"{self._step:g}"}
         data = await self._get("/api/v1/query_range", params, query)
@@ -136,12 +137,12 @@ class PrometheusSource:
             raise SourceError(f"{self._base}{path}: response has no 'data' object")
         return data
 
-    def _to_samples(self, query: PromQuery, state: _QueryState, data: dict[str, Any]) -> list[Sample]:
+    def _to_samples(self, query: PromQuery, state: _QueryState, data: dict[str, Any]) -> SampleBatch:
         kind = data.get("resultType")
         result = data.get("result")
         if kind not in ("vector", "matrix") or not isinstance(result, list):
             raise SourceError(f"query {query.promql!r}: expected a vector or matrix result, got resultType={kind!r}")
-        samples: list[Sample] = []
+        samples = SampleBatch()
         for i, series in enumerate(result):
             where = f"{query.signal}: result[{i}]"
             if not isinstance(series, dict) or not isinstance(series.get("metric"), dict):
@@ -168,7 +169,7 @@ class PrometheusSource:
                 if last is not None and sample.ts <= last:
                     continue  # already delivered by an earlier poll
                 state.last_ts[series_id] = sample.ts
-                samples.append(sample)
+                samples.add(sample)
         return samples
 
     def _point(self, query: PromQuery, service: str, labels: dict[str, str], point: Any, where: str) -> Sample | None:

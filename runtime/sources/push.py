@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from domain import ChangeEvent, Sample
+from runtime.detection.intake import SampleBatch
 from runtime.ports import TelemetryBatch
 from runtime.sources._parse import ParsedTelemetry, parse_telemetry
 
@@ -36,14 +37,15 @@ class PushSource:
         self.name = name
         self.capacity = max_buffered
         self.retry_after_s = retry_after_s
-        self._samples: deque[Sample] = deque()
+        self._samples: deque[SampleBatch] = deque()  # accepted pushes, each with its columns
+        self._buffered_samples = 0
         self._changes: deque[ChangeEvent] = deque()
         self._lock = threading.Lock()
 
     @property
     def buffered(self) -> int:
         with self._lock:
-            return len(self._samples) + len(self._changes)
+            return self._buffered_samples + len(self._changes)
 
     def parse(self, body: Any) -> ParsedTelemetry:
         """Validate a push body ``{"samples": [...], "changes": [...]}`` item by item.
@@ -66,15 +68,22 @@ class PushSource:
         """Buffer a validated batch, all or nothing; raises `Backpressure` if it does not fit."""
         size = len(samples) + len(changes)
         with self._lock:
-            buffered = len(self._samples) + len(self._changes)
+            buffered = self._buffered_samples + len(self._changes)
             if buffered + size > self.capacity:
                 raise Backpressure(buffered, self.capacity, self.retry_after_s)
-            self._samples.extend(samples)
+            if samples:
+                self._samples.append(samples if isinstance(samples, SampleBatch) else SampleBatch(samples))
+                self._buffered_samples += len(samples)
             self._changes.extend(changes)
 
     async def poll(self, now: datetime) -> TelemetryBatch:
         with self._lock:
-            samples, changes = list(self._samples), list(self._changes)
+            pushed, changes = list(self._samples), list(self._changes)
             self._samples.clear()
+            self._buffered_samples = 0
             self._changes.clear()
+        samples = pushed[0] if len(pushed) == 1 else SampleBatch()
+        if len(pushed) > 1:
+            for batch in pushed:
+                samples.extend_batch(batch)
         return TelemetryBatch(samples=samples, changes=changes)

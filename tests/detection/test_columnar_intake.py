@@ -183,3 +183,47 @@ class TestAdwinBlocks:
         shifts = [a for a in found if a.kind == "shift"]
         assert shifts and shifts[0].direction.value == "up"
         assert shifts[0].ts.timestamp() < 10.0 * 1500
+
+
+class TestSourcesDeliverColumns:
+    def _body(self, poll: list[Sample]) -> dict[str, object]:
+        return {"samples": [s.model_dump(mode="json") for s in poll]}
+
+    def test_pushed_batches_reach_detection_as_one_batch_with_columns(self):
+        """Two pushes drained by one poll arrive as one SampleBatch whose columns match its samples."""
+        import asyncio
+
+        from runtime.sources.push import PushSource
+
+        polls = faulty_polls(2, 0)
+        push = PushSource()
+        for poll in polls:
+            parsed = push.parse(self._body(poll))
+            assert isinstance(parsed.samples, SampleBatch)
+            push.offer(parsed.samples, parsed.changes)
+        assert push.buffered == sum(map(len, polls))
+        batch = asyncio.run(push.poll(T0))
+        assert isinstance(batch.samples, SampleBatch)
+        cols = batch.samples.columns()
+        assert cols is not None
+        assert cols[0] == [(s.service, s.signal) for p in polls for s in p]
+        assert cols[3].tolist() == [s.value for p in polls for s in p]
+        assert push.buffered == 0
+
+    def test_parsed_telemetry_keeps_rejections_out_of_the_columns(self):
+        """Rejected items (NaN, missing fields) are neither in the samples nor in their columns."""
+        from runtime.sources import parse_telemetry
+
+        poll = faulty_polls(1, 1)[0]
+        items: list[object] = [s.model_dump(mode="json") for s in poll[:3]]
+        items.insert(1, {"service": "chat", "signal": "latency_p95_ms", "ts": "2026-01-01T00:00:00Z", "value": "NaN"})
+        items.append({"service": "chat"})
+        parsed = parse_telemetry(items, [])
+        assert len(parsed.rejections) == 2
+        assert isinstance(parsed.samples, SampleBatch)
+        cols = parsed.samples.columns()
+        assert cols is not None
+        assert cols[0] == [(s.service, s.signal) for s in poll[:3]]
+        engine = DetectionEngine()
+        engine.observe_batch(parsed.samples)
+        assert engine.accepted == 3
