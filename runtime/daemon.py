@@ -16,7 +16,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -26,7 +26,7 @@ import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import text
 
-from domain import ActionName, ActionOutcome, OutcomeStatus, Topology
+from domain import ActionName, ActionOutcome, ChangeEvent, ChangeKind, OutcomeStatus, Topology
 from domain.clock import Clock, SystemClock
 from policies import Constitution, ConstitutionError
 from runtime.api.app import create_app
@@ -441,9 +441,39 @@ class Daemon:
         self._topology_loaded = True
 
     def _ingest(self, source: str, batch: TelemetryBatch) -> None:
+        if batch.changes:
+            # Wiring changed (a deploy, or Homeostat's own failover or rollback): the diagnoser and
+            # the remedies must see services where they are now, not where they were at start.
+            self._apply_changes(batch.changes)
+            self._topology_loaded = False
         self._load_topology()
         self.metrics.record_batch(source, batch)
         self.metrics.record_anomalies(self.loop.ingest(batch))
+
+    def _apply_changes(self, changes: Sequence[ChangeEvent]) -> None:
+        """Move each changed service's known wiring to the change's new value (the previous one is kept
+        as `previous_*`; a failover onto the backup makes the old provider the backup). Sources that
+        serve a topology (the simulator's GET /topology) are re-read afterwards and win."""
+        services = dict(self.loop.telemetry.topology().services)
+        for change in sorted(changes, key=lambda c: c.ts):
+            info = services.get(change.service)
+            if info is None:
+                continue
+            update: dict[str, Any]
+            if change.kind is ChangeKind.PROVIDER:
+                update = {"provider": change.to_value}
+                if info.backup_provider == change.to_value:
+                    update["backup_provider"] = change.from_value
+            elif change.kind is ChangeKind.MODEL_VERSION:
+                update = {"model_version": change.to_value, "previous_model_version": change.from_value}
+            elif change.kind is ChangeKind.PROMPT_VERSION:
+                update = {"prompt_version": change.to_value, "previous_prompt_version": change.from_value}
+            elif change.kind is ChangeKind.ROUTING:
+                update = {"routing": change.to_value, "previous_routing": change.from_value}
+            else:
+                continue
+            services[change.service] = info.model_copy(update=update)
+        self.loop.telemetry.set_topology(Topology(services=services))
 
     async def tick(self) -> None:
         if self.is_leader():
