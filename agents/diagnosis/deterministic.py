@@ -199,11 +199,16 @@ class ServiceSymptoms:
         rest = sum(self.s(g) for g in others if not _is_latency(g))
         return SELF_TIME_WEIGHT * self_time + peers + rest
 
-    def evidence(self, signals: Iterable[str], anomaly_ids: Mapping[tuple[str, str], str]) -> list[Evidence]:
+    def evidence(
+        self, signals: Iterable[str], anomaly_ids: Mapping[tuple[str, str], str], *, localised: bool = False
+    ) -> list[Evidence]:
+        """Series evidence for those of `signals` that count: by evidence strength, or with
+        `localised` by their share of `localisation` (peer-compared signals included)."""
         out: list[Evidence] = []
         for signal in sorted(set(signals)):
             shift = self.shifts.get(signal)
-            if shift is None or self.s(signal) <= 0:
+            weight = self.signal_localisation(signal) if localised else self.s(signal)
+            if shift is None or weight <= 0:
                 continue
             out.append(
                 SeriesEvidence(
@@ -792,14 +797,14 @@ def rank_services(
         strongest_callee = max(callee_scores, default=0.0)
         upstream = own > 0 and strongest_callee <= 0
         score = own + CALLER_CREDIT_WEIGHT * caller_credit(symptoms, topology, service) + faint
-        top_signals = sorted(sym.shifts, key=lambda g: (-sym.s(g), g))[:3]
+        top_signals = sorted(sym.shifts, key=lambda g: (-sym.signal_localisation(g), g))[:3]
         ranks.append(
             ServiceRank(
                 service=service,
                 score=round(score, 9),
                 anomaly=own,
                 upstream=upstream,
-                evidence=tuple(sym.evidence(top_signals, anomaly_ids)),
+                evidence=tuple(sym.evidence(top_signals, anomaly_ids, localised=True)),
             )
         )
     ranks.sort(key=lambda r: (-r.score, r.service))

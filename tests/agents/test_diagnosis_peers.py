@@ -11,7 +11,7 @@ from agents.diagnosis import DeterministicDiagnoser
 from agents.diagnosis.deterministic import PEER_MIN_SERVICES, ServiceSymptoms, peer_references
 from agents.diagnosis.shifts import SeriesShift, shift_between
 from agents.ports import IncidentContext
-from domain import Anomaly, Direction, Sample, ServiceInfo, Signal, Topology
+from domain import Anomaly, Direction, Sample, SeriesEvidence, ServiceInfo, Signal, Topology
 from runtime.telemetry import TelemetryStore
 
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
@@ -120,6 +120,15 @@ def _shift(service: str, signal: str, move: float) -> SeriesShift:
     shift = shift_between(service, signal, [10.0, 10.01, 9.99, 10.0], [10.0 + move] * 3, 180.0)
     assert shift is not None
     return shift
+
+
+def test_the_evidence_shown_for_a_service_is_what_put_it_there() -> None:
+    """cart's ranked entry cites its memory series, the peer-compared signal that ranked it first,
+    even though 4 % is below the 5 % floor of the hypothesis evidence."""
+    ctx = incident(PODS, after={("cart", MEM): 1.04})
+    top = DeterministicDiagnoser().ranked(ctx)[0]
+    assert top.service == "cart"
+    assert any(isinstance(e, SeriesEvidence) and e.signal == MEM for e in top.evidence), top.evidence
 
 
 class TestPeerReferences:
