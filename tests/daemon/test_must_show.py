@@ -1,7 +1,8 @@
 """The daemon end to end: `homeostat run` (SQLite) against `homeostat sim serve` on loopback.
 
-A fault is injected; while its failover awaits approval the daemon is SIGTERMed and
-restarted; the failover is approved over the API and the incident recovers. Each action runs
+The primary LLM provider fails; its failover is approved over the API and the services recover.
+Then the backup they moved to fails too; while failing back awaits approval the daemon is
+SIGTERMed and restarted; the fail-back is approved and the services recover again. Each action runs
 once by key, metrics show the verdicts and approval waits, and the audit chain verifies.
 The daemon's clock follows the simulator's virtual time (`--clock simulator`), which the test
 moves at SPEED x real time, so a 60 s settle and a 120 s recovery window take seconds.
@@ -12,12 +13,14 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections import Counter
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from runtime.simulate import SimulatorDriver
+from runtime.supervisor import SupervisorSettings
 from tests._daemon_harness import (
     REPO,
     cli,
@@ -33,8 +36,8 @@ from tests._daemon_harness import (
 __all__ = ["procs"]  # the fixture, re-exported for pytest
 
 SPEED = 10.0
-#: A fourth service on a provider pair of its own, so the second incident touches nothing the
-#: first one's failover did (those services sit in its cooldown for 15 minutes).
+COOLDOWN = timedelta(seconds=SupervisorSettings().cooldown_s)
+#: A bystander on a provider pair of its own: neither outage touches it, and neither failover may.
 FOURTH_SERVICE = """fleet:
   providers:
     llm-omega: {latency_factor: 1.0, error_rate: 0.002}
@@ -102,10 +105,10 @@ grace_period_s: 5
     return path
 
 
-def test_a_pending_approval_survives_sigterm_and_restart_and_the_approved_action_recovers(
+def test_an_approved_fault_recovers_then_a_pending_approval_survives_sigterm_and_restart(
     tmp_path: Path, procs: list[subprocess.Popen[bytes]]
 ) -> None:
-    """Fault -> approval pending -> SIGTERM -> restart -> approve over the API -> recovery, action once."""
+    """Fault, approve over the API, recovery; second fault, SIGTERM while pending, restart, approve, recovery."""
     sim_port = free_port()
     scenario = scenario_without_injections("provider_outage", tmp_path)
     scenario.write_text(scenario.read_text().replace("injections: []", FOURTH_SERVICE + "injections: []"))
@@ -145,6 +148,14 @@ def _play(tmp_path: Path, sim: str, procs: list[subprocess.Popen[bytes]]) -> Non
         assert row["state"] not in {"failed", "escalated", "expired", "rejected"}, row
         return row if row["state"] == "resolved" else None
 
+    def second_pending(first_id: str) -> dict[str, Any] | None:
+        """The second incident's pending approval; fails at once if the second incident closed instead."""
+        rows = json_of(httpx.get(f"{api}/v1/incidents", headers=_auth(VIEWER)))
+        others = [r for r in rows if r["id"] != first_id]
+        closed = [r for r in others if r["state"] in {"failed", "escalated", "expired", "rejected"}]
+        assert not closed, f"the second outage was not proposed for approval: {others}"
+        return pending({first_id})
+
     daemon = start_daemon(1)
 
     # -- incident 1: the primary LLM provider fails; failing over needs an approver ----------
@@ -154,21 +165,42 @@ def _play(tmp_path: Path, sim: str, procs: list[subprocess.Popen[bytes]]) -> Non
     assert first["action"] == "failover_provider", first
     refused = httpx.post(f"{api}/v1/incidents/{first['id']}/approve", headers=_auth(VIEWER), json={"comment": "x"})
     assert refused.status_code == 403  # a viewer cannot approve
-    assert _metric(httpx.get(f"{api}/metrics").text, "homeostat_actions_total", verdict="approval") >= 1
-    # SIGTERM while the approval is pending; the restarted daemon still lists it.
-    assert stop(daemon) == 0
-    assert "daemon.stopped" in (tmp_path / "daemon1.log").read_text()
-    start_daemon(2)
-    still = wait_for("the restarted daemon to list the pending approval", lambda: pending(set()), 30)
-    assert still["id"] == first["id"] and still["action"] == "failover_provider", still
     json_of(httpx.post(f"{api}/v1/incidents/{first['id']}/approve", headers=_auth(APPROVER), json={"comment": "go"}))
-    wait_for("the incident to resolve", lambda: resolved(first["id"]), 120, 0.5)
+    first_done = wait_for("incident 1 to resolve", lambda: resolved(first["id"]), 120, 0.5)
     faults = json_of(httpx.get(f"{sim}/faults"))
     assert not faults["active"], faults  # the failover cleared the outage in the simulator
-    metrics = httpx.get(f"{api}/metrics").text  # the wait began before the restart and is still measured
+    metrics = httpx.get(f"{api}/metrics").text
+    assert _metric(metrics, "homeostat_actions_total", verdict="approval") >= 1
     assert _metric(metrics, "homeostat_approval_wait_seconds_count", result="approved") == 1
     assert _metric(metrics, "homeostat_approval_wait_seconds_sum", result="approved") > 0
     assert _metric(metrics, "homeostat_action_outcomes_total", status="succeeded") >= 1
+
+    # -- incident 2: the backup provider the first failover moved them to fails as well -------
+    # Anomalies on a resolved incident's services within its 15-minute cooldown are recorded as the
+    # action's side effects, so the second fault comes after it: virtual time jumps past it.
+    resolved_at = datetime.fromisoformat(first_done["updated_at"])
+    sim_now = datetime.fromisoformat(json_of(httpx.get(f"{sim}/healthz"))["now"])
+    gap = (resolved_at + COOLDOWN + timedelta(minutes=1) - sim_now).total_seconds()
+    if gap > 0:
+        json_of(httpx.post(f"{sim}/advance", json={"seconds": gap}, timeout=120))
+    json_of(httpx.post(f"{sim}/faults", json={**outage, "provider": "llm-beta"}))
+    second = wait_for("a second proposal awaiting approval", lambda: second_pending(first["id"]), 120, 0.5)
+    assert second["action"] == "failover_provider" and second["target"] == "llm-beta", second
+    # SIGTERM while the second approval is pending; the restarted daemon still lists it.
+    assert stop(daemon) == 0
+    assert "daemon.stopped" in (tmp_path / "daemon1.log").read_text()
+
+    start_daemon(2)
+    still = wait_for("the restarted daemon to list the pending approval", lambda: pending({first["id"]}), 30)
+    assert still["id"] == second["id"] and still["action"] == "failover_provider", still
+    json_of(httpx.post(f"{api}/v1/incidents/{second['id']}/approve", headers=_auth(APPROVER), json={"comment": "ok"}))
+    wait_for("incident 2 to resolve", lambda: resolved(second["id"]), 120, 0.5)
+    assert not json_of(httpx.get(f"{sim}/faults"))["active"]  # failing back cleared the second outage
+    topology = json_of(httpx.get(f"{sim}/topology"))["services"]
+    assert topology["support-chat"]["provider"] == "llm-alpha" and topology["code-assistant"]["provider"] == "llm-omega"
+    metrics = httpx.get(f"{api}/metrics").text  # the wait began before the restart and is still measured
+    assert _metric(metrics, "homeostat_approval_wait_seconds_count", result="approved") == 1
+    assert _metric(metrics, "homeostat_approval_wait_seconds_sum", result="approved") > 0
 
     # -- every action ran exactly once by key, and the audit chain verifies -----------------
     def audit(kind: str) -> list[dict[str, Any]]:
@@ -182,7 +214,7 @@ def _play(tmp_path: Path, sim: str, procs: list[subprocess.Popen[bytes]]) -> Non
     for record in intent_records:
         if record["payload"]["action"] != "escalate":
             assert httpx.get(f"{sim}/actions/{record['payload']['idempotency_key']}").status_code == 200
-    assert first["id"] in {r["incident_id"] for r in audit("approval")}
+    assert {r["incident_id"] for r in audit("approval")} >= {first["id"], second["id"]}
     assert stop(procs[-1]) == 0
     verify = subprocess.run(
         [sys.executable, "-m", "runtime.cli", "audit", "verify", "--db", str(db)],
