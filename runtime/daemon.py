@@ -477,7 +477,36 @@ class Daemon:
 
     async def tick(self) -> None:
         if self.is_leader():
-            await self._in_worker("tick", self._leader_only(self.loop.tick))
+            await self._in_worker("tick", self._leader_only(self._tick))
+
+    def _tick(self) -> None:
+        """The loop's clock-driven work, with series staleness judged as of the sources' last answers.
+
+        A series is stale when its source answered and the series was not in it. Judged against the
+        clock alone, every series looks stale after a restart (or any pause of this process) until the
+        first poll brings the missed samples in: a page per series for our own downtime.
+        """
+        reference = self._staleness_reference()
+        if reference is not None:
+            stale = self.loop.detection.check_staleness(reference)
+            if stale:
+                self.loop.supervisor.on_anomalies(stale)
+        self.loop.supervisor.tick()
+
+    def _staleness_reference(self) -> datetime | None:
+        """The instant every working source has answered by (None until each has answered once since start).
+
+        A failing source does not hold it back: its series go stale on the clock, as its silence is real."""
+        now = self.clock.now()
+        answered: list[datetime] = []
+        for source in self.sources.guarded:
+            health = source.health(now)
+            if health.consecutive_failures:
+                continue
+            if health.last_success is None:
+                return None
+            answered.append(health.last_success)
+        return min([now, *answered])
 
     async def checkpoint(self) -> None:
         if self.is_leader():
