@@ -1,8 +1,9 @@
 """Crash anywhere: SIGKILL the process running the control loop at seeded random moments and restart it.
 
-`HOMEOSTAT_CHAOS_KILLS` (default 100) and `HOMEOSTAT_CHAOS_SEED` scale the run; after every
-kill no action ran twice, no accepted approval was lost and the audit chain verifies; at the
-end every incident is in a final state.
+Runs in CI at 100 kills. `HOMEOSTAT_CHAOS_KILLS` (e.g. 1000) and `HOMEOSTAT_CHAOS_SEED` scale
+and vary the run; after every kill no action ran twice, no accepted approval was lost and the
+audit chain verifies; at the end every incident is in a final state (an incident left open is a
+violation: seed 11 once found one, see test_crash_points.py).
 """
 
 from __future__ import annotations
@@ -16,14 +17,9 @@ from runtime.chaos import run_chaos
 
 REPO = Path(__file__).resolve().parents[2]
 KILLS = int(os.environ.get("HOMEOSTAT_CHAOS_KILLS", "100"))
-SEED = int(os.environ.get("HOMEOSTAT_CHAOS_SEED", "12"))
+SEED = int(os.environ.get("HOMEOSTAT_CHAOS_SEED", "11"))
 
 
-@pytest.mark.skipif(
-    os.environ.get("HOMEOSTAT_CHAOS") != "1",
-    reason="opt-in (HOMEOSTAT_CHAOS=1): under some seeds the harness still finds an incident left open "
-    "after a kill (see docs/RELIABILITY.md, open defect); kept out of CI until that window is fixed",
-)
 @pytest.mark.parametrize("scenario", ["provider_outage"])
 def test_loop_survives_repeated_sigkill_with_invariants_intact(scenario: str, tmp_path: Path) -> None:
     """A hundred SIGKILLs at random points leave no duplicate action, no lost approval and a verifying chain."""
