@@ -124,11 +124,13 @@ def _trend_step(S, P, s, ts, x):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, nogil=True)
 def step_rows(  # type: ignore[no-untyped-def]
-    S, P, slots, ts, x, drift, exc
+    S, P, slots, ts, x, drift, exc, idx, rings, rules, fired, burn
 ):
     """Advance each row's series by one sample in place; rows it cannot decide are marked in `exc`
-    (their state is left as it was, except the ADWIN block). Returns how many were marked."""
+    (their state is left as it was, except the ADWIN block). Burn-rate series also advance their
+    windows (`rings`, `rules`: see `burn_row`). Returns (rows marked, rows that fired a burn rule)."""
     n_exc = 0
+    n_fired = 0
     for j in range(slots.shape[0]):
         s = slots[j]
         t = ts[j]
@@ -239,77 +241,86 @@ def step_rows(  # type: ignore[no-untyped-def]
             S[s, T0 + 5] = t5
             S[s, T0 + 6] = t6
             S[s, T0 + 7] = t7
-    return n_exc
+        if P[s, HAS_BURN] != 0.0 and burn_row(j, s, t, xv, idx, rings, rules, fired, burn):
+            n_fired += 1
+    return n_exc, n_fired
 
 
 @njit(cache=True, nogil=True)
-def burn_rows(  # type: ignore[no-untyped-def]
-    slots,
-    ts,
-    x,
-    idx,
-    tot,
-    cnt,
-    last,
-    b_idx,
-    b_sum,
-    b_cnt,
-    act,
-    first_ts,
-    budget,
-    factor,
-    short_s,
-    warn,
-    fired,
-    burn,
-):
-    """WindowMean.add and BurnRate.update for each row, in place; `fired[j, rule]` and the burn
-    rates (`burn[j, window]`) of the rules that fired. Returns how many rows fired a rule."""
-    n_windows = tot.shape[1]
-    n_rules = act.shape[1]
-    n_fired = 0
-    for j in range(slots.shape[0]):
+def burn_row(j, s, t, xv, idx, rings, rules, fired, burn):  # type: ignore[no-untyped-def]
+    """WindowMean.add and BurnRate.update for row j (series slot s), in place; sets `fired[j, rule]`
+    and the burn rates `burn[j, window]`. True when a rule fired."""
+    tot, cnt, last, b_idx, b_sum, b_cnt, act, first_ts, budget = rings
+    factor, short_s, warn = rules
+    for w in range(tot.shape[1]):
+        bi = idx[j, w]
+        prev = last[s, w]
+        total = tot[s, w] + xv
+        count = cnt[s, w] + 1.0
+        oldest = bi - (_BUCKETS - 1)
+        b = prev - (_BUCKETS - 1)
+        while b < oldest and b <= prev:  # buckets that left the window, oldest first
+            pos = np.int64(b) % _BUCKETS
+            if b_idx[s, w, pos] == b:
+                total -= b_sum[s, w, pos]
+                count -= b_cnt[s, w, pos]
+            b += 1.0
+        pos = np.int64(bi) % _BUCKETS
+        if bi == prev:
+            b_sum[s, w, pos] += xv
+            b_cnt[s, w, pos] += 1.0
+        else:
+            b_idx[s, w, pos] = bi
+            b_sum[s, w, pos] = xv
+            b_cnt[s, w, pos] = 1.0
+        last[s, w] = bi
+        tot[s, w] = total
+        cnt[s, w] = count
+        burn[j, w] = total / count / budget[s]
+    any_fired = False
+    for i in range(act.shape[1]):
+        b_long = burn[j, 2 * i]
+        b_short = burn[j, 2 * i + 1]
+        if act[s, i]:
+            if b_short < factor[i]:
+                act[s, i] = False
+            continue
+        if t - first_ts[s] >= short_s[i] and b_long >= factor[i] and b_short >= factor[i]:
+            act[s, i] = True
+            if warn[i] and act[s, 0]:
+                continue  # a page already covers the slower ticket
+            fired[j, i] = True
+            any_fired = True
+    return any_fired
+
+
+@njit(cache=True, nogil=True)
+def prepare(table, ids, ts, x, active, S, mark, slots, take):  # type: ignore[no-untyped-def]
+    """Slots of a poll's rows from series ids, and which rows the compiled step can take.
+
+    Returns (rows taken, a series appears twice, a row's series has no slot yet)."""
+    n = ids.shape[0]
+    n_table = table.shape[0]
+    n_take = 0
+    dup = False
+    unknown = False
+    for j in range(n):
+        i = ids[j]
+        s = table[i] if 0 <= i < n_table else -1
+        slots[j] = s
+        if s < 0:
+            unknown = True
+            take[j] = False
+            continue
+        if mark[s]:
+            dup = True
+        mark[s] = True
+        ok = active[s] and math.isfinite(x[j]) and math.isfinite(ts[j]) and ts[j] > S[s, LAST_TS]
+        take[j] = ok
+        if ok:
+            n_take += 1
+    for j in range(n):
         s = slots[j]
-        xv = x[j]
-        for w in range(n_windows):
-            bi = idx[j, w]
-            prev = last[s, w]
-            total = tot[s, w] + xv
-            count = cnt[s, w] + 1.0
-            oldest = bi - (_BUCKETS - 1)
-            b = prev - (_BUCKETS - 1)
-            while b < oldest and b <= prev:  # buckets that left the window, oldest first
-                pos = np.int64(b) % _BUCKETS
-                if b_idx[s, w, pos] == b:
-                    total -= b_sum[s, w, pos]
-                    count -= b_cnt[s, w, pos]
-                b += 1.0
-            pos = np.int64(bi) % _BUCKETS
-            if bi == prev:
-                b_sum[s, w, pos] += xv
-                b_cnt[s, w, pos] += 1.0
-            else:
-                b_idx[s, w, pos] = bi
-                b_sum[s, w, pos] = xv
-                b_cnt[s, w, pos] = 1.0
-            last[s, w] = bi
-            tot[s, w] = total
-            cnt[s, w] = count
-            burn[j, w] = total / count / budget[s]
-        any_fired = False
-        for i in range(n_rules):
-            b_long = burn[j, 2 * i]
-            b_short = burn[j, 2 * i + 1]
-            if act[s, i]:
-                if b_short < factor[i]:
-                    act[s, i] = False
-                continue
-            if ts[j] - first_ts[s] >= short_s[i] and b_long >= factor[i] and b_short >= factor[i]:
-                act[s, i] = True
-                if warn[i] and act[s, 0]:
-                    continue  # a page already covers the slower ticket
-                fired[j, i] = True
-                any_fired = True
-        if any_fired:
-            n_fired += 1
-    return n_fired
+        if s >= 0:
+            mark[s] = False
+    return n_take, dup, unknown

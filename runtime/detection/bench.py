@@ -57,9 +57,11 @@ def measure_throughput(n_series: int = 1000, n_ticks: int = 200, seed: int = 0, 
     """
     from river import drift
 
+    from runtime.detection.columnar import kernels_ready
     from runtime.detection.engine import DetectionEngine
     from runtime.detection.intake import SampleBatch
 
+    kernels_ready(wait=True)  # load the compiled loops first (a daemon loads them in a thread)
     polls = make_polls(n_series, n_ticks, seed)
     batches = [SampleBatch(poll) for poll in polls]  # what a source builds while it parses a poll
     engine = DetectionEngine()

@@ -14,6 +14,8 @@ of `adwin_block` samples, from one tight loop over the rows whose block filled i
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections import deque
 from types import ModuleType
 from typing import Any
@@ -112,6 +114,10 @@ def eligible(det: SeriesDetector) -> bool:
 
 
 _KERNELS: ModuleType | None = None
+_READY = threading.Event()
+_LOADER: threading.Thread | None = None
+_LOADER_LOCK = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 def kernels() -> ModuleType:
@@ -125,8 +131,51 @@ def kernels() -> ModuleType:
             and _S["blk_sum"] == _kernels.BLK_SUM
             and _P["trend_confirm"] == _kernels.TREND_CONFIRM
         )
+        _warm(_kernels)
         _KERNELS = _kernels
+        _READY.set()
     return _KERNELS
+
+
+def _warm(module: ModuleType) -> None:
+    """Call each compiled loop once on a one-row poll, so its machine code is loaded (or compiled)."""
+    cols = Columns(capacity=1)
+    cols.state[0, _S["sigma"]] = cols.param[0, _P["clip"]] = 1.0  # no division by zero
+    slots = np.zeros(1, dtype=np.intp)
+    one = np.ones(1)
+    module.adwin_blocks(cols.state, cols.param, slots, one, np.empty(1, dtype=np.intp), np.empty(1))
+    rings = cols.rings
+    module.step_rows(
+        cols.state, cols.param, slots, one, one, np.zeros(1, dtype=bool), np.zeros(1, dtype=bool),
+        np.zeros((1, rings.n_windows)), rings.arrays(), rings.rules,
+        np.zeros((1, len(BurnRate.RULES)), dtype=bool), np.empty((1, rings.n_windows)),
+    )  # fmt: skip
+    ids = np.zeros(1, dtype=np.intp)
+    module.prepare(slots, ids, one, one, cols.active, cols.state, cols.scratch_mark, slots.copy(), cols.active.copy())
+
+
+def kernels_ready(wait: bool = False) -> bool:
+    """True once the compiled loops are loaded. The first call starts loading them in a thread
+    (the batch path takes the one-by-one route meanwhile, with identical results); `wait`
+    blocks until they are loaded."""
+    global _LOADER  # noqa: PLW0603 - one loader thread per process
+    if _READY.is_set():
+        return True
+    if wait:
+        kernels()
+        return True
+    with _LOADER_LOCK:
+        if _LOADER is None:
+            _LOADER = threading.Thread(target=_load_quietly, name="detection-kernels", daemon=True)
+            _LOADER.start()
+    return False
+
+
+def _load_quietly() -> None:
+    try:
+        kernels()
+    except Exception:  # the batch path stays on the one-by-one route, which gives the same results
+        log.exception("detection: compiled batch loops unavailable; polls go one sample at a time")
 
 
 class BurnRings:
@@ -134,7 +183,7 @@ class BurnRings:
 
     Window `w` of a series (rule `w // 2`, long then short) keeps its running `tot` and `cnt`,
     the index of its newest bucket (`last`) and, per bucket position `idx % 12`, the bucket's
-    index, sum and count. `_kernels.burn_rows` is `WindowMean.add` and `BurnRate.update`.
+    index, sum and count. `_kernels.burn_row` is `WindowMean.add` and `BurnRate.update`.
     """
 
     def __init__(self, capacity: int) -> None:
@@ -145,6 +194,7 @@ class BurnRings:
         self.factor = np.array([rule[2] for rule in rules])
         self.short_s = np.array([rule[1] for rule in rules])
         self.warn = np.array([rule[3] == "warning" for rule in rules])
+        self.rules = (self.factor, self.short_s, self.warn)
         self.tot = np.zeros((capacity, nw))
         self.cnt = np.zeros((capacity, nw))
         self.last = np.full((capacity, nw), np.nan)
@@ -200,28 +250,9 @@ class BurnRings:
     def _windows(burn: BurnRate) -> list[WindowMean]:
         return [w for pair in burn.windows for w in pair]
 
-    def step(
-        self, slots: Rows, ts: F64, x: F64
-    ) -> list[tuple[int, list[tuple[str, float, float, float, float, float]]]]:
-        """One sample per row, in place; per row that fired: the fired rules as `BurnRate.update` gives them."""
-        n = len(slots)
-        idx = np.floor_divide(ts[:, None], self.width[None, :])
-        fired = np.zeros((n, len(BurnRate.RULES)), dtype=bool)
-        burn = np.zeros((n, self.n_windows))
-        hits = kernels().burn_rows(
-            slots, ts, x, idx, self.tot, self.cnt, self.last, self.b_idx, self.b_sum, self.b_cnt,
-            self.act, self.first_ts, self.budget, self.factor, self.short_s, self.warn, fired, burn,
-        )  # fmt: skip
-        out: list[tuple[int, list[tuple[str, float, float, float, float, float]]]] = []
-        if hits:
-            for j in np.flatnonzero(fired.any(axis=1)).tolist():
-                row = [
-                    (severity, factor, float(burn[j, 2 * i]), float(burn[j, 2 * i + 1]), long_s, short_s)
-                    for i, (long_s, short_s, factor, severity) in enumerate(BurnRate.RULES)
-                    if fired[j, i]
-                ]
-                out.append((j, row))
-        return out
+    def arrays(self) -> tuple[Any, ...]:
+        """The ring arrays as `_kernels.burn_row` takes them."""
+        return (self.tot, self.cnt, self.last, self.b_idx, self.b_sum, self.b_cnt, self.act, self.first_ts, self.budget)
 
 
 class Columns:
@@ -244,6 +275,11 @@ class Columns:
     def state_column(self, row: int) -> F64:
         """One state variable of every slot (a view)."""
         return self.state[:, row]
+
+    @property
+    def scratch_mark(self) -> npt.NDArray[np.bool_]:
+        """An all-False array over slots that a caller may set and must clear again."""
+        return self._mark
 
     def distinct(self, slots: Rows) -> bool:
         """True when no slot appears twice in `slots`."""
@@ -385,23 +421,26 @@ class Columns:
             rows = full_rows[:n_full]
             drift_arr[rows] = self._feed_adwins(slots[rows], means[:n_full])
         exc = np.zeros(n, dtype=bool)
-        n_exc = k.step_rows(self.state, self.param, slots, ts, x, drift_arr, exc)
+        rings = self.rings
+        idx = np.floor_divide(ts[:, None], rings.width[None, :])  # Python's float // (bucket index per window)
+        fired = np.zeros((n, len(BurnRate.RULES)), dtype=bool)
+        burn = np.empty((n, rings.n_windows))
+        n_exc, n_fired = k.step_rows(
+            self.state, self.param, slots, ts, x, drift_arr, exc, idx, rings.arrays(), rings.rules, fired, burn
+        )
         self.stale_reported[slots] = False
-        burn_at = self.param[slots, _P["has_burn"]] != 0.0
-        if n_exc:
-            back = np.flatnonzero(exc).tolist()
-            burn_at &= ~exc
-        else:
-            back = []
+        back = np.flatnonzero(exc).tolist() if n_exc else []
         burned: list[tuple[int, list[Anomaly]]] = []
-        if burn_at.any():
-            burn_idx = np.flatnonzero(burn_at)
-            fired = self.rings.step(slots[burn_idx], ts[burn_idx], x[burn_idx])
-            for jb, row in fired:
-                j = int(burn_idx[jb])
+        if n_fired:
+            for j in np.flatnonzero(fired.any(axis=1)).tolist():
                 det = self.dets[int(slots[j])]
                 assert det is not None
                 t_j, x_j = float(ts[j]), float(x[j])
+                row = [
+                    (severity, factor, float(burn[j, 2 * i]), float(burn[j, 2 * i + 1]), long_s, short_s)
+                    for i, (long_s, short_s, factor, severity) in enumerate(BurnRate.RULES)
+                    if fired[j, i]
+                ]
                 burned.append((j, [det._burn_anomaly(t_j, x_j, f) for f in row]))
         drifts = drift_arr[back].tolist() if back else []
         return back, drifts, burned

@@ -21,7 +21,7 @@ import numpy.typing as npt
 from domain import Anomaly, Direction, Sample, Severity
 from runtime.detection.budget import BUDGET_SIGNALS, BudgetTracker
 from runtime.detection.columnar import LAST_TS_ROW as _LAST_TS
-from runtime.detection.columnar import Columns
+from runtime.detection.columnar import Columns, kernels, kernels_ready
 from runtime.detection.config import DetectionConfig, load_detection_config
 from runtime.detection.intake import SampleBatch, series_ids_known
 from runtime.detection.series import SeriesDetector, make_anomaly
@@ -91,6 +91,9 @@ class DetectionEngine:
         self._slots: dict[tuple[str, str], int] = {}
         self._cols = Columns()
         self._slot_of_id = np.full(64, -1, dtype=np.intp)
+        #: False: until the compiled loops are loaded (a few seconds, in a thread) polls go one by
+        #: one, with identical results; True: the first batch waits for them (benchmarks, tests)
+        self.wait_for_kernels = False
         teams = {name: svc.team for name, svc in self.config.services.items() if svc.team is not None}
         self._budget = BudgetTracker(self.config.budgets, teams) if self.config.budgets else None
 
@@ -113,7 +116,7 @@ class DetectionEngine:
         """
         if not samples:
             return []
-        if self._budget is not None:
+        if self._budget is not None or not kernels_ready(self.wait_for_kernels):
             return self._observe_one_by_one(samples)
         cols = samples.columns() if isinstance(samples, SampleBatch) else None
         if cols is None:
@@ -123,8 +126,57 @@ class DetectionEngine:
             slots = self._slots_by_key(keys)
         else:
             keys, ids, ts_arr, x_arr = cols
+            found = self._observe_routine(ids, ts_arr, x_arr)
+            if found is not None:
+                return found
             slots = self._slots_by_id(keys, ids)
         return self._observe_rows(slots, ts_arr, x_arr, lambda i: self.observe(samples[i]))
+
+    def _observe_routine(
+        self, ids: npt.NDArray[np.intp], ts_arr: npt.NDArray[np.float64], x_arr: npt.NDArray[np.float64]
+    ) -> list[Anomaly] | None:
+        """The common poll (every row a tracked, armed series, once, in time): one compiled pass
+        checks that, then one step. None when some row needs the general path."""
+        cols = self._cols
+        n = len(ids)
+        table = self._id_table()
+        slots = np.empty(n, dtype=np.intp)
+        take = np.empty(n, dtype=bool)
+        n_take, dup, _unknown = kernels().prepare(
+            table, ids, ts_arr, x_arr, cols.active, cols.state, cols.scratch_mark, slots, take
+        )
+        if n_take != n or dup:
+            return None
+        found_at: list[tuple[int, list[Anomaly]]] = []
+        self._advance(slots, ts_arr, x_arr, None, found_at)
+        if not found_at:
+            return []
+        found_at.sort(key=lambda item: item[0])
+        return [a for _, found in found_at for a in found]
+
+    def _advance(
+        self,
+        slots: npt.NDArray[np.intp],
+        ts_arr: npt.NDArray[np.float64],
+        x_arr: npt.NDArray[np.float64],
+        row_of: npt.NDArray[np.intp] | None,
+        found_at: list[tuple[int, list[Anomaly]]],
+    ) -> None:
+        """One compiled step over distinct, routine rows; rows it hands back go through their detector."""
+        cols = self._cols
+        self.accepted += len(slots)
+        back, drifts, burned = cols.step(slots, ts_arr, x_arr)
+        for j, found in burned:
+            found_at.append((j if row_of is None else int(row_of[j]), found))
+        for j, drift in zip(back, drifts, strict=True):
+            slot = int(slots[j])
+            cols.release(slot)
+            det = cols.dets[slot]
+            assert det is not None
+            hit = det.update(float(ts_arr[j]), float(x_arr[j]), drift=drift)
+            cols.adopt(slot)
+            if hit:
+                found_at.append((j if row_of is None else int(row_of[j]), hit))
 
     def observe_columns(
         self,
@@ -153,7 +205,7 @@ class DetectionEngine:
             key = keys[i]
             return self.observe_value(key[0], key[1], ts[i], values[i])
 
-        if self._budget is not None:
+        if self._budget is not None or not kernels_ready(self.wait_for_kernels):
             return [a for i in range(n) for a in slow(i)]
         try:
             ts_arr = np.asarray(ts, dtype=np.float64)
@@ -173,14 +225,19 @@ class DetectionEngine:
             return np.array([-1 if s is None else s for s in slot_list], dtype=np.intp)
         return np.array(slot_list, dtype=np.intp)
 
-    def _slots_by_id(self, keys: Sequence[tuple[str, str]], ids: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
-        """Slots from process-wide series ids (`intake.series_id`): one array lookup per poll."""
+    def _id_table(self) -> npt.NDArray[np.intp]:
+        """Slot of each process-wide series id (-1: none yet), grown to cover every id handed out."""
         table = self._slot_of_id
         known = series_ids_known()
         if known > len(table):
             grown = np.full(max(known, 2 * len(table)), -1, dtype=np.intp)
             grown[: len(table)] = table
             table = self._slot_of_id = grown
+        return table
+
+    def _slots_by_id(self, keys: Sequence[tuple[str, str]], ids: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+        """Slots from process-wide series ids (`intake.series_id`): one array lookup per poll."""
+        table = self._id_table()
         if len(ids) and int(ids.min()) < 0:  # ids ran out: look those rows up by key
             return self._slots_by_key(keys)
         slots = table[ids]
@@ -193,7 +250,7 @@ class DetectionEngine:
                     table[ids[i]] = slots[i] = slot
         return slots
 
-    def _observe_rows(  # noqa: PLR0915 - the batch path, kept inline
+    def _observe_rows(
         self,
         slots: npt.NDArray[np.intp],
         ts_arr: npt.NDArray[np.float64],
@@ -247,21 +304,8 @@ class DetectionEngine:
                 r_slots, r_ts, r_x = r_slots[pick], r_ts[pick], r_x[pick]
             else:
                 row_of = rows
-            if not len(r_slots):
-                continue
-            self.accepted += len(r_slots)
-            back, drifts, burned = cols.step(r_slots, r_ts, r_x)
-            for j, found in burned:
-                found_at.append((j if row_of is None else int(row_of[j]), found))
-            for j, drift in zip(back, drifts, strict=True):
-                slot = int(r_slots[j])
-                cols.release(slot)
-                det = cols.dets[slot]
-                assert det is not None
-                hit = det.update(float(r_ts[j]), float(r_x[j]), drift=drift)
-                cols.adopt(slot)
-                if hit:
-                    found_at.append((j if row_of is None else int(row_of[j]), hit))
+            if len(r_slots):
+                self._advance(r_slots, r_ts, r_x, row_of, found_at)
         for marks in poisoned:
             poison[marks] = False
         if slow_rows:

@@ -227,3 +227,25 @@ class TestSourcesDeliverColumns:
         engine = DetectionEngine()
         engine.observe_batch(parsed.samples)
         assert engine.accepted == 3
+
+
+class TestBeforeTheCompiledLoopsLoad:
+    def test_polls_go_one_by_one_until_the_loops_are_ready(self, monkeypatch):
+        """While the compiled loops load, batches take the one-by-one route and raise the same anomalies."""
+        import runtime.detection.engine as engine_module
+
+        polls = faulty_polls(200, 8)
+        expected, reference = one_by_one(polls)
+        engine = DetectionEngine()
+        steps = []
+        compiled_step = engine._cols.step
+        monkeypatch.setattr(engine._cols, "step", lambda *args: steps.append(1) or compiled_step(*args))
+        got: list[Anomaly] = []
+        with monkeypatch.context() as patch:
+            patch.setattr(engine_module, "kernels_ready", lambda wait=False: False)
+            got.extend(a for poll in polls[:100] for a in engine.observe_batch(SampleBatch(poll)))
+            assert steps == []  # the compiled step never ran
+        got.extend(a for poll in polls[100:] for a in engine.observe_batch(SampleBatch(poll)))
+        assert len(steps) >= 100
+        assert got == expected
+        assert engine.snapshot() == reference.snapshot()
