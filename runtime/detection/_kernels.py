@@ -124,7 +124,7 @@ def _trend_step(S, P, s, ts, x):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, nogil=True)
 def step_rows(  # type: ignore[no-untyped-def]
-    S, P, slots, ts, x, drift, exc, idx, rings, rules, fired, burn
+    S, P, slots, ts, x, drift, exc, rings, rules, fired, burn
 ):
     """Advance each row's series by one sample in place; rows it cannot decide are marked in `exc`
     (their state is left as it was, except the ADWIN block). Burn-rate series also advance their
@@ -241,19 +241,34 @@ def step_rows(  # type: ignore[no-untyped-def]
             S[s, T0 + 5] = t5
             S[s, T0 + 6] = t6
             S[s, T0 + 7] = t7
-        if P[s, HAS_BURN] != 0.0 and burn_row(j, s, t, xv, idx, rings, rules, fired, burn):
+        if P[s, HAS_BURN] != 0.0 and burn_row(j, s, t, xv, rings, rules, fired, burn):
             n_fired += 1
     return n_exc, n_fired
 
 
 @njit(cache=True, nogil=True)
-def burn_row(j, s, t, xv, idx, rings, rules, fired, burn):  # type: ignore[no-untyped-def]
+def py_floordiv(v, w):  # type: ignore[no-untyped-def]
+    """Python's `float // float`, step for step as CPython computes it (fmod, then correct)."""
+    mod = np.fmod(v, w)
+    div = (v - mod) / w
+    if mod and (w < 0) != (mod < 0):
+        div -= 1.0
+    if div:
+        floordiv = math.floor(div)
+        if div - floordiv > 0.5:
+            floordiv += 1.0
+        return floordiv
+    return math.copysign(0.0, v / w)
+
+
+@njit(cache=True, nogil=True)
+def burn_row(j, s, t, xv, rings, rules, fired, burn):  # type: ignore[no-untyped-def]
     """WindowMean.add and BurnRate.update for row j (series slot s), in place; sets `fired[j, rule]`
     and the burn rates `burn[j, window]`. True when a rule fired."""
     tot, cnt, last, b_idx, b_sum, b_cnt, act, first_ts, budget = rings
-    factor, short_s, warn = rules
+    factor, short_s, warn, width = rules
     for w in range(tot.shape[1]):
-        bi = idx[j, w]
+        bi = py_floordiv(t, width[w])  # WindowMean.add: float(ts // width_s)
         prev = last[s, w]
         total = tot[s, w] + xv
         count = cnt[s, w] + 1.0

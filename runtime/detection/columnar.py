@@ -147,7 +147,7 @@ def _warm(module: ModuleType) -> None:
     rings = cols.rings
     module.step_rows(
         cols.state, cols.param, slots, one, one, np.zeros(1, dtype=bool), np.zeros(1, dtype=bool),
-        np.zeros((1, rings.n_windows)), rings.arrays(), rings.rules,
+        rings.arrays(), rings.rules,
         np.zeros((1, len(BurnRate.RULES)), dtype=bool), np.empty((1, rings.n_windows)),
     )  # fmt: skip
     ids = np.zeros(1, dtype=np.intp)
@@ -194,7 +194,7 @@ class BurnRings:
         self.factor = np.array([rule[2] for rule in rules])
         self.short_s = np.array([rule[1] for rule in rules])
         self.warn = np.array([rule[3] == "warning" for rule in rules])
-        self.rules = (self.factor, self.short_s, self.warn)
+        self.rules = (self.factor, self.short_s, self.warn, self.width)
         self.tot = np.zeros((capacity, nw))
         self.cnt = np.zeros((capacity, nw))
         self.last = np.full((capacity, nw), np.nan)
@@ -422,11 +422,10 @@ class Columns:
             drift_arr[rows] = self._feed_adwins(slots[rows], means[:n_full])
         exc = np.zeros(n, dtype=bool)
         rings = self.rings
-        idx = np.floor_divide(ts[:, None], rings.width[None, :])  # Python's float // (bucket index per window)
         fired = np.zeros((n, len(BurnRate.RULES)), dtype=bool)
         burn = np.empty((n, rings.n_windows))
         n_exc, n_fired = k.step_rows(
-            self.state, self.param, slots, ts, x, drift_arr, exc, idx, rings.arrays(), rings.rules, fired, burn
+            self.state, self.param, slots, ts, x, drift_arr, exc, rings.arrays(), rings.rules, fired, burn
         )
         self.stale_reported[slots] = False
         back = np.flatnonzero(exc).tolist() if n_exc else []

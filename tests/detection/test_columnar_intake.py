@@ -249,3 +249,17 @@ class TestBeforeTheCompiledLoopsLoad:
         assert len(steps) >= 100
         assert got == expected
         assert engine.snapshot() == reference.snapshot()
+
+
+def test_the_compiled_floor_division_is_pythons():
+    """Burn-rate bucket indices: the compiled `//` equals Python's, near-integer quotients included."""
+    from runtime.detection._kernels import py_floordiv
+
+    rng = random.Random(9)
+    widths = [300.0, 25.0, 1800.0, 150.0, 7.3, 0.1]
+    cases = [(rng.uniform(0, 2e9), rng.choice(widths)) for _ in range(20_000)]
+    cases += [(k * w + d, w) for w in widths for k in (1, 5_666_666, 944_444) for d in (0.0, 1e-7, -1e-7, 5e-324)]
+    cases += [(-3.5, 2.0), (3.5, -2.0), (0.0, 3.0), (-0.0, 3.0)]
+    for v, w in cases:
+        got, want = py_floordiv(v, w), v // w
+        assert got == want and math.copysign(1.0, got) == math.copysign(1.0, want), (v, w)
