@@ -13,6 +13,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from tests._daemon_harness import (
 __all__ = ["procs"]  # the fixture, re-exported for pytest
 
 SPEED = 10.0
+FAST_SPEED = 60.0
 COOLDOWN = timedelta(seconds=SupervisorSettings().cooldown_s)
 #: A bystander on a provider pair of its own: neither outage touches it, and neither failover may.
 FOURTH_SERVICE = """fleet:
@@ -121,13 +123,30 @@ def test_an_approved_fault_recovers_then_a_pending_approval_survives_sigterm_and
     json_of(httpx.post(f"{sim}/advance", json={"seconds": 40 * 60}, timeout=120))  # detector history
     driver = SimulatorDriver(sim, SPEED)  # then virtual time runs at SPEED x real time
     driver.start()
+
+    def fast_forward(until: datetime) -> None:
+        """Run virtual time FAST_SPEED x faster until `until` (a jump would hand the daemon minutes of
+        telemetry in one poll, judged against a clock that already moved past it)."""
+        faster = SimulatorDriver(sim, FAST_SPEED - SPEED)
+        faster.start()
+        try:
+            wait_for(f"virtual time to reach {until}", lambda: _sim_now(sim) >= until, 120, 0.2)
+        finally:
+            faster.stop()
+
     try:
-        _play(tmp_path, sim, procs)
+        _play(tmp_path, sim, procs, fast_forward)
     finally:
         driver.stop()
 
 
-def _play(tmp_path: Path, sim: str, procs: list[subprocess.Popen[bytes]]) -> None:
+def _sim_now(sim: str) -> datetime:
+    return datetime.fromisoformat(json_of(httpx.get(f"{sim}/healthz"))["now"])
+
+
+def _play(
+    tmp_path: Path, sim: str, procs: list[subprocess.Popen[bytes]], fast_forward: Callable[[datetime], None]
+) -> None:
     api_port = free_port()
     db = tmp_path / "homeostat.db"
     config = _write_config(tmp_path, sim=sim, api_port=api_port, db=db)
@@ -177,12 +196,8 @@ def _play(tmp_path: Path, sim: str, procs: list[subprocess.Popen[bytes]]) -> Non
 
     # -- incident 2: the backup provider the first failover moved them to fails as well -------
     # Anomalies on a resolved incident's services within its 15-minute cooldown are recorded as the
-    # action's side effects, so the second fault comes after it: virtual time jumps past it.
-    resolved_at = datetime.fromisoformat(first_done["updated_at"])
-    sim_now = datetime.fromisoformat(json_of(httpx.get(f"{sim}/healthz"))["now"])
-    gap = (resolved_at + COOLDOWN + timedelta(minutes=1) - sim_now).total_seconds()
-    if gap > 0:
-        json_of(httpx.post(f"{sim}/advance", json={"seconds": gap}, timeout=120))
+    # action's side effects, so the second fault comes after it (virtual time runs faster meanwhile).
+    fast_forward(datetime.fromisoformat(first_done["updated_at"]) + COOLDOWN + timedelta(minutes=1))
     json_of(httpx.post(f"{sim}/faults", json={**outage, "provider": "llm-beta"}))
     second = wait_for("a second proposal awaiting approval", lambda: second_pending(first["id"]), 120, 0.5)
     assert second["action"] == "failover_provider" and second["target"] == "llm-beta", second
