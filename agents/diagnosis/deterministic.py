@@ -326,9 +326,14 @@ class DeterministicDiagnoser:
         out: list[Hypothesis] = []
         topology = incident.telemetry.topology()
         changed_services = {c.service for c in changes}
+        # A change explains an incident only on the incident's own services or what they depend on:
+        # a deploy (or an earlier failover) on an unrelated service is another incident's business.
+        in_play = {a.service for a in incident.anomalies}
+        for start in sorted(in_play):
+            in_play = in_play | set(_dependency_paths(topology, start))
         for change in changes:
             sym = symptoms.get(change.service)
-            if sym is None:
+            if sym is None or change.service not in in_play:
                 continue
             # If services that share this one's provider but changed nothing show the same errors
             # and latency, the change cannot explain those: something shared (the provider) can.
@@ -487,13 +492,15 @@ def _provider_hypotheses(
         hit = {s: pick(_provider_errors(symptoms[s]), _provider_latency(symptoms[s])) for s in members}
         if min(hit.values()) <= 0:
             continue  # not every service of the provider suffers: not the provider
-        # Callers of the provider's services are expected to follow them; only the rest count
-        # against the provider explanation.
+        # Callers of the provider's services are expected to follow them, and a service that changed
+        # itself (a deploy, a failover onto a slower backup) has its own explanation; only the rest
+        # count against the provider explanation.
         followers = {c for m in members for c in _transitive_callers(topology, m)}
+        explained = {c.service for c in changes} - set(members)
         others = [
-            max(sym.s(Signal.ERROR_RATE), sym.latency())
+            max(_provider_errors(sym), sym.latency())
             for s, sym in symptoms.items()
-            if s not in members and s not in followers
+            if s not in members and s not in followers and s not in explained
         ]
         spread_elsewhere = sum(others) / len(others) if others else 0.0
         changed = {c.service for c in changes if c.service in members}

@@ -1,22 +1,17 @@
-"""A known diagnosis defect behind the flaky second incident of the daemon's must-show (pinned, not hidden).
+"""A second outage minutes after a failover elsewhere is diagnosed as its own provider's outage.
 
 Homeostat fails a provider over (a `provider` change event, actor `homeostat`, onto a slower backup);
-minutes later an unrelated service on its own provider pair has an outage. The deterministic
-diagnoser explains that second incident with the first failover ("provider change 'llm-alpha' ->
-'llm-beta' ... on doc-summarizer; errors/latency rose after moving"), a change on a service that
-is not part of the incident, so the second outage's own provider is never failed over (in the
-daemon it was escalated or failed back the wrong provider). The fix belongs in agents/diagnosis:
-a change on a service outside the incident (and not its callee) should not explain it, and
-Homeostat's own verified remediations should not count as suspect deploys. When it lands this
-strict xfail turns XPASS and fails: remove the marker then.
+minutes later an unrelated service on its own provider pair has an outage. The diagnoser once
+explained that second incident with the first failover, a change on a service outside the incident,
+so the second outage's own provider was never failed over (the daemon's must-show saw it escalated
+or failing back the wrong provider). A change now explains only the incident's own services and
+what they depend on, and a service with its own change does not count against a provider outage.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-
-import pytest
 
 from runtime.gameday import ScriptedApprover, play_scenario
 from runtime.loop import ControlLoop
@@ -35,10 +30,6 @@ def _second_proposed(loop: ControlLoop) -> bool:
     return any(r.services == ["code-assistant"] and r.action for r in loop.incidents())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agents/diagnosis blames the first incident's failover (a change on another service) for the second outage",
-)
 def test_an_outage_minutes_after_an_approved_failover_elsewhere_fails_over_its_own_provider(tmp_path: Path) -> None:
     """A second provider outage on another service, after a failover, is proposed as a failover of its own provider."""
     text = (REPO / "simulations/scenarios/provider_outage.yaml").read_text()
