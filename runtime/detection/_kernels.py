@@ -4,8 +4,10 @@
 Each kernel is `SeriesDetector.update` for one routine step written as scalar code over the
 state matrix, with the same float operations in the same order (no fast-math, no fused
 multiply-add), so the numbers are bit-identical to the one-by-one path
-(`tests/detection/test_batch_path.py`). Imported lazily: numba's import and first compile
-cost a few seconds, paid once per process (compiled code is cached on disk).
+(`tests/detection/test_batch_path.py`). Divisions are not checked for zero (numpy error
+model): every divisor is positive by construction (sigma >= scale_floor_abs > 0, clip > 0,
+counts >= 1, budgets > 0, trend c_tt > 0 is tested first). Imported lazily: numba's import
+and first compile cost seconds, paid once per process (compiled code is cached on disk).
 
 Layouts (one row per slot): `S[slot, STATE...]`, `P[slot, PARAMS...]` as named in
 `runtime.detection.columnar`; burn rings `tot/cnt/last[slot, window]`,
@@ -47,7 +49,7 @@ _TREND_T = 4.0
 _BUCKETS = 12
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def adwin_blocks(S, P, slots, x, full_rows, means):  # type: ignore[no-untyped-def]
     """Add each row's scaled residual to its series' ADWIN block; rows whose block filled (and means)."""
     k = 0
@@ -72,7 +74,7 @@ def adwin_blocks(S, P, slots, x, full_rows, means):  # type: ignore[no-untyped-d
     return k
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _trend_step(S, P, s, ts, x):  # type: ignore[no-untyped-def]
     """SeriesDetector._trend (armed, past its first sample): new t0..t7 and whether it would fire."""
     w = _TREND_W
@@ -122,7 +124,7 @@ def _trend_step(S, P, s, ts, x):  # type: ignore[no-untyped-def]
     return t0, t1, t2, t3, t4, t5, t6, t7, fires
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def step_rows(  # type: ignore[no-untyped-def]
     S, P, slots, ts, x, drift, exc, rings, rules, fired, burn
 ):
@@ -246,7 +248,7 @@ def step_rows(  # type: ignore[no-untyped-def]
     return n_exc, n_fired
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def py_floordiv(v, w):  # type: ignore[no-untyped-def]
     """Python's `float // float`, step for step as CPython computes it (fmod, then correct)."""
     mod = np.fmod(v, w)
@@ -261,7 +263,7 @@ def py_floordiv(v, w):  # type: ignore[no-untyped-def]
     return math.copysign(0.0, v / w)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def burn_row(j, s, t, xv, rings, rules, fired, burn):  # type: ignore[no-untyped-def]
     """WindowMean.add and BurnRate.update for row j (series slot s), in place; sets `fired[j, rule]`
     and the burn rates `burn[j, window]`. True when a rule fired."""
@@ -309,7 +311,7 @@ def burn_row(j, s, t, xv, rings, rules, fired, burn):  # type: ignore[no-untyped
     return any_fired
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def prepare(table, ids, ts, x, active, S, mark, slots, take):  # type: ignore[no-untyped-def]
     """Slots of a poll's rows from series ids, and which rows the compiled step can take.
 
