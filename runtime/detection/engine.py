@@ -450,6 +450,9 @@ class DetectionEngine:
         engine.accepted = payload["accepted"]
         for (service, signal), det in engine._series.items():
             det.p = config.policy_for(service, signal)
+            if not hasattr(det, "blk_n"):  # written before ADWIN block means: start a fresh block
+                det.blk_sum = 0.0
+                det.blk_n = 0
             engine._register((service, signal), det)
         return engine
 

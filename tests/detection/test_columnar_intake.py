@@ -263,3 +263,18 @@ def test_the_compiled_floor_division_is_pythons():
     for v, w in cases:
         got, want = py_floordiv(v, w), v // w
         assert got == want and math.copysign(1.0, got) == math.copysign(1.0, want), (v, w)
+
+
+def test_a_snapshot_from_before_block_means_restores_and_goes_on():
+    """A checkpoint written before ADWIN block means existed (no block state) restores and keeps detecting."""
+    polls = faulty_polls(120, 10)
+    engine = DetectionEngine()
+    for poll in polls[:60]:
+        engine.observe_batch(SampleBatch(poll))
+    for det in engine.iter_series():
+        del det.blk_sum, det.blk_n  # what an older release pickled
+    restored = DetectionEngine.restore(engine.snapshot())
+    for poll in polls[60:]:
+        restored.observe_batch(SampleBatch(poll))
+    assert restored.accepted == sum(map(len, polls))
+    assert all(det.blk_n < det.p.adwin_block for det in restored.iter_series())
