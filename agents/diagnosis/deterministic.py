@@ -232,6 +232,8 @@ class ServiceRank:
     anomaly: float
     upstream: bool
     evidence: tuple[Evidence, ...] = ()
+    credit: float = 0.0
+    """Its `caller_credit`: how much every caller of it waited longer on its outgoing calls."""
 
 
 @dataclass(slots=True)
@@ -793,6 +795,8 @@ def rank_services(
     A service's score is its localisation (`ServiceSymptoms.localisation`) plus
     CALLER_CREDIT_WEIGHT x `caller_credit`, with a faint tie-break from below-threshold movement.
     An anomalous service none of whose callees is anomalous is marked "upstream".
+    The order is that score's, with every second place after the second given to the best
+    caller-credit candidate not yet placed (`fuse_caller_credit`).
     """
     anomaly = {s: sym.localisation() for s, sym in symptoms.items()}
     ranks: list[ServiceRank] = []
@@ -803,7 +807,8 @@ def rank_services(
         callee_scores = [anomaly.get(c, 0.0) for c in _callees(topology, service)]
         strongest_callee = max(callee_scores, default=0.0)
         upstream = own > 0 and strongest_callee <= 0
-        score = own + CALLER_CREDIT_WEIGHT * caller_credit(symptoms, topology, service) + faint
+        credit = caller_credit(symptoms, topology, service)
+        score = own + CALLER_CREDIT_WEIGHT * credit + faint
         top_signals = sorted(sym.shifts, key=lambda g: (-sym.signal_localisation(g), g))[:3]
         ranks.append(
             ServiceRank(
@@ -812,10 +817,40 @@ def rank_services(
                 anomaly=own,
                 upstream=upstream,
                 evidence=tuple(sym.evidence(top_signals, anomaly_ids, localised=True)),
+                credit=credit,
             )
         )
     ranks.sort(key=lambda r: (-r.score, r.service))
-    return ranks
+    return fuse_caller_credit(ranks)
+
+
+def fuse_caller_credit(ranks: Sequence[ServiceRank]) -> list[ServiceRank]:
+    """Interleave the score order with the caller-credit order, leaving the leader in place.
+
+    Places 1 and 2 follow the score; from then on the places alternate between the caller-credit
+    list (services with credit > 0, by credit, then score) and the score list, each skipping
+    services already placed. A delayed callee often shows nothing of its own: its callers' waiting
+    is its only sign, which the weighted sum lets louder, unrelated services drown. Giving that
+    family of evidence its own places puts it in the top three without moving the first place.
+    Without a call graph (or when no caller waited) the order is the score's.
+    """
+    by_score = list(ranks)
+    by_credit = sorted((r for r in ranks if r.credit > 0), key=lambda r: (-r.credit, -r.score, r.service))
+    if not by_credit or len(by_score) < 3:
+        return by_score
+    queues = (by_score, by_credit)
+    out: list[ServiceRank] = [by_score[0]]
+    placed = {by_score[0].service}
+    turn = 0
+    while len(out) < len(ranks):
+        queue = queues[turn % 2]
+        turn += 1
+        while queue and queue[0].service in placed:
+            queue.pop(0)
+        if queue:
+            placed.add(queue[0].service)
+            out.append(queue.pop(0))
+    return out
 
 
 def _alternatives(hypotheses: Sequence[Hypothesis], top: Hypothesis | None) -> tuple[tuple[Cause, float], ...]:
