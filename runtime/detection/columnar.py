@@ -103,7 +103,8 @@ LAST_TS_ROW = _S["last_ts"]
 def eligible(det: SeriesDetector) -> bool:
     """True when the series' next step is routine enough for the columnar path."""
     return (
-        det.warm is None
+        det.columnar
+        and det.warm is None
         and det.alarm == 0
         and det.pending_spike is None
         and det.ph is None

@@ -16,6 +16,7 @@ from river import drift
 
 from domain import Anomaly, Direction, Severity
 from runtime.detection.config import SignalPolicy
+from runtime.detection.likelihood import ForecastLikelihood, LikelihoodParams
 from runtime.detection.windows import BurnRate
 
 _SIGMA_PER_ABSDEV = 1.2533  # E|X - mu| = sigma * sqrt(2/pi) for a normal variable
@@ -65,7 +66,20 @@ def make_anomaly(
 
 
 class SeriesDetector:
-    """Detector state for one (service, signal) series. Feed it with `update(ts, value)`."""
+    """Detector state for one (service, signal) series. Feed it with `update(ts, value)`.
+
+    A policy whose `detectors` include "likelihood" gets a `LikelihoodSeriesDetector` (same
+    constructor): the ensemble plus the forecast-error likelihood, with one alarm per event.
+    """
+
+    #: the columnar batch path may hold this series' state (see columnar.eligible)
+    columnar = True
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> SeriesDetector:
+        policy = args[2] if len(args) > 2 else kwargs.get("policy")
+        if cls is SeriesDetector and policy is not None and "likelihood" in policy.detectors:
+            cls = LikelihoodSeriesDetector
+        return object.__new__(cls)
 
     __slots__ = (
         "absdev",
@@ -550,3 +564,78 @@ class SeriesDetector:
 
     def stale_after(self) -> float:
         return max(self.p.stale_after_s, self.p.stale_factor * self.interval)
+
+
+def likelihood_params(p: SignalPolicy) -> LikelihoodParams:
+    """The `lik_*` fields of a policy as `ForecastLikelihood` parameters."""
+    return LikelihoodParams(
+        forecasters=tuple(p.lik_forecasters),
+        combine=p.lik_combine,
+        level_alpha=p.lik_level_alpha,
+        error_alpha=p.lik_error_alpha,
+        window=p.lik_window,
+        history_alpha=p.lik_history_alpha,
+        min_history=p.lik_min_history,
+        tail=p.lik_tail,
+        cooldown=p.lik_cooldown,
+        season_s=p.lik_season_s,
+        season_alpha=p.lik_season_alpha,
+        season_bins=p.lik_season_bins,
+        surprise=p.lik_surprise,
+        surprise_halflife=p.lik_surprise_halflife,
+    )
+
+
+class LikelihoodSeriesDetector(SeriesDetector):
+    """The ensemble plus a forecast-error anomaly likelihood (`likelihood.py`), for series whose
+    shape is unknown. Both see every sample; a shift or spike from either one silences the
+    other for `lik_quiet` samples, so one event raises one anomaly. Never on the columnar path.
+    """
+
+    __slots__ = ("lik", "quiet_until")
+    columnar = False
+
+    def __init__(self, service: str, signal: str, policy: SignalPolicy) -> None:
+        super().__init__(service, signal, policy)
+        self.lik = ForecastLikelihood(likelihood_params(policy))
+        self.quiet_until = 0
+
+    def update(self, ts: float, x: float, drift: bool | None = None) -> list[Anomaly] | None:
+        found = super().update(ts, x, drift)
+        verdict = self.lik.update(ts, x)
+        if found is None and verdict is None:
+            return None
+        out: list[Anomaly] = []
+        n = self.n
+        quiet = self.p.lik_quiet
+        for anomaly in found or ():
+            if anomaly.kind in ("shift", "spike"):
+                if n <= self.quiet_until:
+                    continue
+                self.quiet_until = n + quiet
+            out.append(anomaly)
+        if verdict is not None and n > self.quiet_until and (self.watch_up if verdict.up else self.watch_dn):
+            self.quiet_until = n + quiet
+            out.append(self._likelihood_anomaly(ts, x, verdict.up, verdict.tail, verdict.z, verdict.forecast))
+        return out or None
+
+    def _likelihood_anomaly(self, ts: float, x: float, up: bool, tail: float, z: float, forecast: float) -> Anomaly:
+        p = self.p
+        return make_anomaly(
+            service=self.service,
+            signal=self.signal,
+            detector="likelihood",
+            ts=ts,
+            direction=Direction.UP if up else Direction.DOWN,
+            baseline=forecast,
+            current=x,
+            severity=self._severity(x - forecast, forecast, self.sigma, x),
+            kind="shift",
+            detail={
+                "tail_probability": tail,
+                "score_z": round(z, 3),
+                "window": p.lik_window,
+                "forecast": forecast,
+                "last_value": x,
+            },
+        )

@@ -1,0 +1,240 @@
+"""Forecast-error anomaly likelihood for series whose shape Homeostat does not know.
+
+The idea (as in Numenta's "anomaly likelihood"): forecast each sample, turn the forecast error
+into a scale-free raw score, average the last `window` raw scores, and compare that average
+with the long-run distribution of such averages on the same series (an exponentially weighted
+mean and variance, so memory is bounded and old regimes fade). An alarm is raised only when
+the recent average is in a very unlikely upper tail (`tail` probability under a normal fit),
+and at most once per `cooldown` samples.
+
+Forecasters, each scored by its own long-run mean absolute error (so the raw score is unitless):
+
+- `last`: the previous value (random-walk series);
+- `level`: an exponentially weighted level (noisy, level-shifting series);
+- `season`: the same time of day one period ago, a per-bin EWMA profile over the previous
+  periods (daily cycles); available only once the bin was first seen more than half a period ago.
+
+`combine` says how the forecasters' scaled errors make the raw score: `mean` (a sample is
+unusual in proportion to how surprising it is to all of them), `min` (unusual only if no
+forecaster explains it) or `best` (the error of the forecaster with the lowest long-run error).
+
+Everything is causal and streaming: O(1) work per sample plus `season_bins` floats of memory.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from dataclasses import dataclass
+from typing import Literal
+
+Combine = Literal["mean", "min", "best"]
+FORECASTERS = ("last", "level", "season")
+_SQRT2 = math.sqrt(2.0)
+
+
+def upper_tail(z: float) -> float:
+    """P(Z > z) for a standard normal Z."""
+    return 0.5 * math.erfc(z / _SQRT2)
+
+
+@dataclass(frozen=True, slots=True)
+class LikelihoodParams:
+    """Parameters of `ForecastLikelihood` (see `SignalPolicy.lik_*` for their meaning)."""
+
+    forecasters: tuple[str, ...] = ("level", "season")
+    combine: Combine = "mean"
+    level_alpha: float = 0.02
+    error_alpha: float = 0.01
+    window: int = 5
+    history_alpha: float = 0.0005
+    min_history: int = 400
+    tail: float = 1e-3
+    cooldown: int = 300
+    season_s: float = 86400.0
+    season_alpha: float = 0.3
+    season_bins: int = 288
+    surprise: float = 1.0
+    surprise_halflife: float = 2000.0
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """An alarm: the direction of the recent errors, its tail probability and the forecast."""
+
+    up: bool
+    tail: float
+    z: float
+    forecast: float
+
+
+class ForecastLikelihood:
+    """Streaming forecast-error likelihood for one series; `update(ts, x)` -> Verdict | None."""
+
+    __slots__ = (
+        "avg_mu",
+        "avg_var",
+        "bin_first",
+        "bin_last",
+        "bin_value",
+        "bin_width",
+        "cool",
+        "err",
+        "level",
+        "n",
+        "n_avg",
+        "p",
+        "peak",
+        "peak_decay",
+        "prev",
+        "prev_ts",
+        "recent",
+        "recent_signed",
+        "recent_sum",
+        "signed_sum",
+        "use",
+    )
+
+    def __init__(self, params: LikelihoodParams) -> None:
+        unknown = set(params.forecasters) - set(FORECASTERS)
+        if unknown or not params.forecasters:
+            raise ValueError(f"forecasters must be a non-empty subset of {FORECASTERS}, got {params.forecasters}")
+        self.p = params
+        self.use = tuple(name in params.forecasters for name in FORECASTERS)
+        self.n = 0
+        self.prev = 0.0
+        self.prev_ts = 0.0
+        self.level = 0.0
+        self.err = [0.0, 0.0, 0.0]  # long-run mean |error| per forecaster (FORECASTERS order)
+        self.recent: list[float] = []  # last `window` raw scores (ring, oldest first)
+        self.recent_signed: list[float] = []
+        self.recent_sum = 0.0
+        self.signed_sum = 0.0
+        self.n_avg = 0
+        self.avg_mu = 0.0
+        self.avg_var = 0.0
+        self.peak = 0.0
+        self.peak_decay = 0.5 ** (1.0 / params.surprise_halflife)
+        self.cool = 0
+        self.bin_width = 0.0  # fixed once the cadence is known
+        self.bin_value = array("d")
+        self.bin_first = array("d")
+        self.bin_last = array("d")
+
+    # -- forecasters ----------------------------------------------------------------------------
+
+    def _bin(self, ts: float) -> int:
+        return int((ts % self.p.season_s) // self.bin_width) % len(self.bin_value)
+
+    def _season(self, ts: float) -> float | None:
+        if not self.bin_width:
+            return None
+        i = self._bin(ts)
+        first = self.bin_first[i]
+        period = self.p.season_s
+        if first and ts - first > 0.5 * period and ts - self.bin_last[i] < 1.5 * period:
+            return self.bin_value[i]
+        return None
+
+    def _learn_season(self, ts: float, x: float) -> None:
+        p = self.p
+        if not self.bin_width:
+            gap = ts - self.prev_ts
+            if gap <= 0.0 or gap >= p.season_s:
+                return
+            width = max(gap, p.season_s / p.season_bins)
+            count = max(1, round(p.season_s / width))
+            self.bin_width = p.season_s / count
+            self.bin_value = array("d", bytes(8 * count))
+            self.bin_first = array("d", bytes(8 * count))
+            self.bin_last = array("d", bytes(8 * count))
+        i = self._bin(ts)
+        last = self.bin_last[i]
+        if not self.bin_first[i] or ts - last >= 1.5 * p.season_s:  # empty or forgotten: restart the bin
+            self.bin_first[i] = ts
+            self.bin_value[i] = x
+        else:
+            self.bin_value[i] += p.season_alpha * (x - self.bin_value[i])
+        self.bin_last[i] = ts
+
+    # -- the step -------------------------------------------------------------------------------
+
+    def update(self, ts: float, x: float) -> Verdict | None:  # noqa: PLR0912 - one streaming step
+        p = self.p
+        self.n += 1
+        if self.n == 1:
+            self.prev = self.level = x
+            self.prev_ts = ts
+            return None
+        season = self._season(ts) if self.use[2] else None
+        forecasts = (
+            self.prev if self.use[0] else None,
+            self.level if self.use[1] else None,
+            season,
+        )
+        # scaled errors of the forecasters available now; each against its own long-run error
+        err = self.err
+        scores: list[float] = []
+        signed: list[float] = []
+        best = -1
+        for i, f in enumerate(forecasts):
+            if f is None:
+                continue
+            e = x - f
+            ae = -e if e < 0 else e
+            if self.n > 2:
+                scale = err[i]
+                scores.append(ae / scale if scale > 0.0 else (0.0 if ae == 0.0 else 10.0))
+                signed.append(e)
+                if best < 0 or err[i] < err[best]:
+                    best = i
+            err[i] = ae if err[i] == 0.0 and self.n <= 3 else err[i] + p.error_alpha * (ae - err[i])
+        self.prev = x
+        self.level += p.level_alpha * (x - self.level)
+        if self.use[2]:
+            self._learn_season(ts, x)
+        self.prev_ts = ts
+        if not scores:
+            return None
+        if p.combine == "mean":
+            raw = sum(scores) / len(scores)
+        elif p.combine == "min":
+            raw = min(scores)
+        else:
+            fc = forecasts[best]
+            assert fc is not None
+            scale = err[best]
+            raw = abs(x - fc) / scale if scale > 0.0 else 0.0
+        direction = sum(signed)
+        # the recent average of raw scores
+        recent = self.recent
+        recent.append(raw)
+        self.recent_signed.append(direction)
+        self.recent_sum += raw
+        self.signed_sum += direction
+        if len(recent) > p.window:
+            self.recent_sum -= recent.pop(0)
+            self.signed_sum -= self.recent_signed.pop(0)
+        if len(recent) < p.window:
+            return None
+        avg = self.recent_sum / p.window
+        verdict = None
+        self.n_avg += 1
+        if self.n_avg > p.min_history:
+            sd = math.sqrt(self.avg_var) if self.avg_var > 0.0 else 1e-12
+            z = (avg - self.avg_mu) / sd
+            tail = upper_tail(z)
+            beats_peak = avg > p.surprise * self.peak
+            peak = self.peak * self.peak_decay
+            self.peak = avg if avg > peak else peak
+            if self.cool > 0:
+                self.cool -= 1
+            elif tail < p.tail and beats_peak:
+                self.cool = p.cooldown
+                fc = next((f for f in forecasts if f is not None), x)
+                verdict = Verdict(up=self.signed_sum >= 0.0, tail=tail, z=z, forecast=fc)
+        b = p.history_alpha if self.n_avg > 10 else 1.0 / self.n_avg
+        d = avg - self.avg_mu
+        self.avg_mu += b * d
+        self.avg_var = (1.0 - b) * (self.avg_var + b * d * d)
+        return verdict
