@@ -75,18 +75,18 @@ class SignalPolicy(BaseModel):
     lik_forecasters: tuple[Forecaster, ...] = Field(default=("level", "season"), min_length=1)
     lik_combine: Literal["mean", "min", "best"] = "mean"
     lik_level_alpha: float = Field(default=0.05, gt=0.0, le=1.0, description="EWMA weight of the level forecast")
-    lik_error_alpha: float = Field(default=0.003, gt=0.0, le=1.0, description="EWMA weight of each forecaster's error scale")
+    lik_error_alpha: float = Field(default=0.003, gt=0.0, le=1.0, description="EWMA weight of error scales")
     lik_window: int = Field(default=5, ge=1, le=1000, description="samples in the recent average of raw scores")
-    lik_history_alpha: float = Field(default=0.002, gt=0.0, le=1.0, description="EWMA weight of the long-run distribution")
+    lik_history_alpha: float = Field(default=0.002, gt=0.0, le=1.0, description="EWMA weight of the history")
     lik_min_history: int = Field(default=100, ge=0, description="averages seen before the first alarm")
     lik_tail: float = Field(default=1e-6, gt=0.0, lt=0.5, description="alarm when the recent average is this unlikely")
     lik_cooldown: int = Field(default=100, ge=0, description="samples after a likelihood alarm with no other one")
     lik_season_s: float = Field(default=86400.0, gt=0.0, description="period of the seasonal forecaster, seconds")
-    lik_season_alpha: float = Field(default=1.0, gt=0.0, le=1.0, description="EWMA weight of a seasonal bin across periods")
+    lik_season_alpha: float = Field(default=1.0, gt=0.0, le=1.0, description="EWMA weight of a seasonal bin")
     lik_season_bins: int = Field(default=288, ge=1, le=100_000, description="at most this many bins per period")
     lik_surprise: float = Field(default=0.0, ge=0.0, description="the average must also beat this x its decayed peak")
     lik_surprise_halflife: float = Field(default=2000.0, gt=0.0)
-    lik_quiet: int = Field(default=100, ge=0, description="samples after a shift/spike in which the series raises no other")
+    lik_quiet: int = Field(default=100, ge=0, description="samples after a shift/spike with no other one")
     slo_objective: float | None = Field(default=None, gt=0.0, lt=1.0, description="e.g. 0.99 for error_rate")
     slo_max: float | None = None
     slo_min: float | None = None

@@ -159,7 +159,7 @@ class ForecastLikelihood:
 
     # -- the step -------------------------------------------------------------------------------
 
-    def update(self, ts: float, x: float) -> Verdict | None:  # noqa: PLR0912 - one streaming step
+    def update(self, ts: float, x: float) -> Verdict | None:  # noqa: PLR0915 - one streaming step, kept inline
         p = self.p
         self.n += 1
         if self.n == 1:

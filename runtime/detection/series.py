@@ -16,7 +16,7 @@ from river import drift
 
 from domain import Anomaly, Direction, Severity
 from runtime.detection.config import SignalPolicy
-from runtime.detection.likelihood import ForecastLikelihood, LikelihoodParams
+from runtime.detection.likelihood import ForecastLikelihood, LikelihoodParams, Verdict
 from runtime.detection.windows import BurnRate
 
 _SIGMA_PER_ABSDEV = 1.2533  # E|X - mu| = sigma * sqrt(2/pi) for a normal variable
@@ -77,9 +77,10 @@ class SeriesDetector:
 
     def __new__(cls, *args: Any, **kwargs: Any) -> SeriesDetector:
         policy = args[2] if len(args) > 2 else kwargs.get("policy")
+        target = cls
         if cls is SeriesDetector and policy is not None and "likelihood" in policy.detectors:
-            cls = LikelihoodSeriesDetector
-        return object.__new__(cls)
+            target = LikelihoodSeriesDetector
+        return object.__new__(target)
 
     __slots__ = (
         "absdev",
@@ -616,24 +617,25 @@ class LikelihoodSeriesDetector(SeriesDetector):
             out.append(anomaly)
         if verdict is not None and n > self.quiet_until and (self.watch_up if verdict.up else self.watch_dn):
             self.quiet_until = n + quiet
-            out.append(self._likelihood_anomaly(ts, x, verdict.up, verdict.tail, verdict.z, verdict.forecast))
+            out.append(self._likelihood_anomaly(ts, x, verdict))
         return out or None
 
-    def _likelihood_anomaly(self, ts: float, x: float, up: bool, tail: float, z: float, forecast: float) -> Anomaly:
+    def _likelihood_anomaly(self, ts: float, x: float, verdict: Verdict) -> Anomaly:
         p = self.p
+        forecast = verdict.forecast
         return make_anomaly(
             service=self.service,
             signal=self.signal,
             detector="likelihood",
             ts=ts,
-            direction=Direction.UP if up else Direction.DOWN,
+            direction=Direction.UP if verdict.up else Direction.DOWN,
             baseline=forecast,
             current=x,
             severity=self._severity(x - forecast, forecast, self.sigma, x),
             kind="shift",
             detail={
-                "tail_probability": tail,
-                "score_z": round(z, 3),
+                "tail_probability": verdict.tail,
+                "score_z": round(verdict.z, 3),
                 "window": p.lik_window,
                 "forecast": forecast,
                 "last_value": x,
