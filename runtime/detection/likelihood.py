@@ -31,6 +31,7 @@ from typing import Literal
 Combine = Literal["mean", "min", "best"]
 FORECASTERS = ("last", "level", "season")
 _SQRT2 = math.sqrt(2.0)
+_SCALE_WARMUP = 10  # errors a forecaster makes before its scaled error counts
 
 
 def upper_tail(z: float) -> float:
@@ -91,6 +92,7 @@ class ForecastLikelihood:
         "recent",
         "recent_signed",
         "recent_sum",
+        "seen",
         "signed_sum",
         "use",
     )
@@ -106,6 +108,7 @@ class ForecastLikelihood:
         self.prev_ts = 0.0
         self.level = 0.0
         self.err = [0.0, 0.0, 0.0]  # long-run mean |error| per forecaster (FORECASTERS order)
+        self.seen = [0, 0, 0]  # errors each forecaster has made so far
         self.recent: list[float] = []  # last `window` raw scores (ring, oldest first)
         self.recent_signed: list[float] = []
         self.recent_sum = 0.0
@@ -182,13 +185,18 @@ class ForecastLikelihood:
                 continue
             e = x - f
             ae = -e if e < 0 else e
-            if self.n > 2:
+            seen = self.seen[i]
+            if seen >= _SCALE_WARMUP:  # a forecaster speaks once its error scale means something
                 scale = err[i]
                 scores.append(ae / scale if scale > 0.0 else (0.0 if ae == 0.0 else 10.0))
                 signed.append(e)
                 if best < 0 or err[i] < err[best]:
                     best = i
-            err[i] = ae if err[i] == 0.0 and self.n <= 3 else err[i] + p.error_alpha * (ae - err[i])
+            seen += 1
+            self.seen[i] = seen
+            # plain mean of the first errors, then an EWMA (a new forecaster starts at its own scale)
+            w = 1.0 / seen if seen * p.error_alpha < 1.0 else p.error_alpha
+            err[i] += w * (ae - err[i])
         self.prev = x
         self.level += p.level_alpha * (x - self.level)
         if self.use[2]:
@@ -218,11 +226,12 @@ class ForecastLikelihood:
         if len(recent) < p.window:
             return None
         avg = self.recent_sum / p.window
+        stat = avg
         verdict = None
         self.n_avg += 1
         if self.n_avg > p.min_history:
             sd = math.sqrt(self.avg_var) if self.avg_var > 0.0 else 1e-12
-            z = (avg - self.avg_mu) / sd
+            z = (stat - self.avg_mu) / sd
             tail = upper_tail(z)
             beats_peak = avg > p.surprise * self.peak
             peak = self.peak * self.peak_decay
@@ -233,8 +242,8 @@ class ForecastLikelihood:
                 self.cool = p.cooldown
                 fc = next((f for f in forecasts if f is not None), x)
                 verdict = Verdict(up=self.signed_sum >= 0.0, tail=tail, z=z, forecast=fc)
-        b = p.history_alpha if self.n_avg > 10 else 1.0 / self.n_avg
-        d = avg - self.avg_mu
+        b = 1.0 / self.n_avg if self.n_avg * p.history_alpha < 1.0 else p.history_alpha
+        d = stat - self.avg_mu
         self.avg_mu += b * d
         self.avg_var = (1.0 - b) * (self.avg_var + b * d * d)
         return verdict
