@@ -44,19 +44,19 @@ class LikelihoodParams:
     """Parameters of `ForecastLikelihood` (see `SignalPolicy.lik_*` for their meaning)."""
 
     forecasters: tuple[str, ...] = ("level", "season")
-    combine: Combine = "mean"
+    combine: Combine = "best"
     level_alpha: float = 0.02
-    error_alpha: float = 0.01
-    window: int = 5
-    history_alpha: float = 0.0005
+    error_alpha: float = 0.003
+    window: int = 20
+    history_alpha: float = 0.001
     min_history: int = 400
-    tail: float = 1e-3
-    cooldown: int = 300
+    tail: float = 1e-4
+    cooldown: int = 500
     season_s: float = 86400.0
-    season_alpha: float = 0.3
+    season_alpha: float = 1.0
     season_bins: int = 288
-    surprise: float = 1.0
-    surprise_halflife: float = 2000.0
+    surprise: float = 0.0
+    surprise_halflife: float = 500.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,7 +74,7 @@ def evaluate(data_dir: Path, config: DetectionConfig | None = None) -> dict[str,
 # Choosing defaults honestly: leave-one-category-out over candidate settings
 # ----------------------------------------------------------------------------------------------
 
-#: one-at-a-time neighbours of the shipped `unknown_signals` likelihood settings (the LOCO grid)
+#: one-at-a-time neighbours of the shipped `unknown_signals` settings (the LOCO grid)
 NEIGHBOURHOOD: dict[str, tuple[Any, ...]] = {
     "lik_level_alpha": (0.01, 0.05),
     "lik_error_alpha": (0.001, 0.01),
@@ -84,10 +84,11 @@ NEIGHBOURHOOD: dict[str, tuple[Any, ...]] = {
     "lik_tail": (1e-3, 1e-5),
     "lik_cooldown": (200, 1000),
     "lik_season_alpha": (0.3,),
-    "lik_surprise": (0.0, 1.2),
-    "lik_surprise_halflife": (250.0, 2000.0),
-    "lik_combine": ("min", "best"),
+    "lik_surprise": (1.0,),
+    "lik_combine": ("mean", "min"),
     "lik_quiet": (50, 200),
+    "surprise": (1.0, 1.3),  # the robust detector's self-calibration, also part of the ensemble
+    "refractory": (50, 200),
 }
 
 
