@@ -22,7 +22,7 @@ from domain import BAD_DIRECTION, Direction, bad_direction
 DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
 
 DetectorName = Literal["robust", "adwin", "page_hinkley", "likelihood"]
-Forecaster = Literal["last", "level", "season"]
+Forecaster = Literal["last", "level", "season", "week"]
 
 
 class DetectionConfigError(ValueError):
@@ -72,7 +72,7 @@ class SignalPolicy(BaseModel):
     trend_horizon_s: float = Field(default=7200.0, gt=0.0)
     trend_confirm: int = Field(default=6, ge=1)
     # Forecast-error anomaly likelihood (detector "likelihood"; runtime/detection/likelihood.py)
-    lik_forecasters: tuple[Forecaster, ...] = Field(default=("level", "season"), min_length=1)
+    lik_forecasters: tuple[Forecaster, ...] = Field(default=("level", "season", "week"), min_length=1)
     lik_combine: Literal["mean", "min", "best"] = "best"
     lik_level_alpha: float = Field(default=0.02, gt=0.0, le=1.0, description="EWMA weight of the level forecast")
     lik_error_alpha: float = Field(default=0.003, gt=0.0, le=1.0, description="EWMA weight of error scales")
@@ -84,6 +84,7 @@ class SignalPolicy(BaseModel):
     lik_season_s: float = Field(default=86400.0, gt=0.0, description="period of the seasonal forecaster, seconds")
     lik_season_alpha: float = Field(default=1.0, gt=0.0, le=1.0, description="EWMA weight of a seasonal bin")
     lik_season_bins: int = Field(default=288, ge=1, le=100_000, description="at most this many bins per period")
+    lik_week_bins: int = Field(default=2016, ge=1, le=100_000, description="at most this many bins per week")
     lik_surprise: float = Field(default=0.0, ge=0.0, description="the average must also beat this x its decayed peak")
     lik_surprise_halflife: float = Field(default=500.0, gt=0.0)
     lik_quiet: int = Field(default=100, ge=0, description="samples after a shift/spike with no other one")

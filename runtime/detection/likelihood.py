@@ -11,14 +11,16 @@ Forecasters, each scored by its own long-run mean absolute error (so the raw sco
 
 - `last`: the previous value (random-walk series);
 - `level`: an exponentially weighted level (noisy, level-shifting series);
-- `season`: the same time of day one period ago, a per-bin EWMA profile over the previous
-  periods (daily cycles); available only once the bin was first seen more than half a period ago.
+- `season`: the same time of day one period (`season_s`, a day) ago, a per-bin EWMA over the
+  previous periods (daily cycles); a bin speaks once it was filled in an earlier period;
+- `week`: the same, one week ago (weekday/weekend patterns).
 
 `combine` says how the forecasters' scaled errors make the raw score: `mean` (a sample is
 unusual in proportion to how surprising it is to all of them), `min` (unusual only if no
 forecaster explains it) or `best` (the error of the forecaster with the lowest long-run error).
 
-Everything is causal and streaming: O(1) work per sample plus `season_bins` floats of memory.
+Everything is causal and streaming: O(1) work per sample; memory is 12 bytes per seasonal bin
+(`season_bins` + `week_bins`, fixed at the second sample from the cadence, never more).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 Combine = Literal["mean", "min", "best"]
-FORECASTERS = ("last", "level", "season")
+FORECASTERS = ("last", "level", "season", "week")
+WEEK_S = 7 * 86400.0
 _SQRT2 = math.sqrt(2.0)
 _SCALE_WARMUP = 10  # errors a forecaster makes before its scaled error counts
 
@@ -43,7 +46,7 @@ def upper_tail(z: float) -> float:
 class LikelihoodParams:
     """Parameters of `ForecastLikelihood` (see `SignalPolicy.lik_*` for their meaning)."""
 
-    forecasters: tuple[str, ...] = ("level", "season")
+    forecasters: tuple[str, ...] = ("level", "season", "week")
     combine: Combine = "best"
     level_alpha: float = 0.02
     error_alpha: float = 0.003
@@ -55,6 +58,7 @@ class LikelihoodParams:
     season_s: float = 86400.0
     season_alpha: float = 1.0
     season_bins: int = 288
+    week_bins: int = 2016
     surprise: float = 0.0
     surprise_halflife: float = 500.0
 
@@ -69,17 +73,61 @@ class Verdict:
     forecast: float
 
 
+class SeasonTable:
+    """The value at the same phase one period ago: `bins` cells per period (UTC-aligned), each an
+    EWMA (`alpha`; 1 = the last value) of the samples that fell in it. A cell forecasts only if it
+    was first filled in an earlier period and updated in this or the previous one. 12 bytes a cell.
+    """
+
+    __slots__ = ("alpha", "first", "last", "max_bins", "period", "value", "width")
+
+    def __init__(self, period: float, max_bins: int, alpha: float) -> None:
+        self.period = period
+        self.max_bins = max_bins
+        self.alpha = alpha
+        self.width = 0.0  # fixed at the first positive gap between samples
+        self.value = array("f")
+        self.first = array("i")  # period number of the first fill (-1 = empty)
+        self.last = array("i")  # period number of the last update
+
+    def _cell(self, ts: float) -> tuple[int, int]:
+        return int((ts % self.period) // self.width) % len(self.value), int(ts // self.period)
+
+    def forecast(self, ts: float) -> float | None:
+        if not self.width:
+            return None
+        i, k = self._cell(ts)
+        first = self.first[i]
+        if 0 <= first < k and self.last[i] >= k - 1:
+            return float(self.value[i])
+        return None
+
+    def learn(self, ts: float, x: float, gap: float) -> None:
+        if not self.width:
+            if gap <= 0.0 or gap >= self.period:
+                return
+            count = max(1, round(self.period / max(gap, self.period / self.max_bins)))
+            self.width = self.period / count
+            self.value = array("f", bytes(4 * count))
+            self.first = array("i", [-1]) * count
+            self.last = array("i", [-1]) * count
+        i, k = self._cell(ts)
+        if self.first[i] < 0 or self.last[i] < k - 1:  # empty, or skipped a whole period: restart
+            self.first[i] = k
+            self.value[i] = x
+        else:
+            self.value[i] += self.alpha * (x - self.value[i])
+        self.last[i] = k
+
+
 class ForecastLikelihood:
     """Streaming forecast-error likelihood for one series; `update(ts, x)` -> Verdict | None."""
 
     __slots__ = (
         "avg_mu",
         "avg_var",
-        "bin_first",
-        "bin_last",
-        "bin_value",
-        "bin_width",
         "cool",
+        "day",
         "err",
         "level",
         "n",
@@ -95,6 +143,7 @@ class ForecastLikelihood:
         "seen",
         "signed_sum",
         "use",
+        "week",
     )
 
     def __init__(self, params: LikelihoodParams) -> None:
@@ -107,8 +156,8 @@ class ForecastLikelihood:
         self.prev = 0.0
         self.prev_ts = 0.0
         self.level = 0.0
-        self.err = [0.0, 0.0, 0.0]  # long-run mean |error| per forecaster (FORECASTERS order)
-        self.seen = [0, 0, 0]  # errors each forecaster has made so far
+        self.err = [0.0, 0.0, 0.0, 0.0]  # long-run mean |error| per forecaster (FORECASTERS order)
+        self.seen = [0, 0, 0, 0]  # errors each forecaster has made so far
         self.recent: list[float] = []  # last `window` raw scores (ring, oldest first)
         self.recent_signed: list[float] = []
         self.recent_sum = 0.0
@@ -119,46 +168,8 @@ class ForecastLikelihood:
         self.peak = 0.0
         self.peak_decay = 0.5 ** (1.0 / params.surprise_halflife)
         self.cool = 0
-        self.bin_width = 0.0  # fixed once the cadence is known
-        self.bin_value = array("d")
-        self.bin_first = array("d")
-        self.bin_last = array("d")
-
-    # -- forecasters ----------------------------------------------------------------------------
-
-    def _bin(self, ts: float) -> int:
-        return int((ts % self.p.season_s) // self.bin_width) % len(self.bin_value)
-
-    def _season(self, ts: float) -> float | None:
-        if not self.bin_width:
-            return None
-        i = self._bin(ts)
-        first = self.bin_first[i]
-        period = self.p.season_s
-        if first and ts - first > 0.5 * period and ts - self.bin_last[i] < 1.5 * period:
-            return self.bin_value[i]
-        return None
-
-    def _learn_season(self, ts: float, x: float) -> None:
-        p = self.p
-        if not self.bin_width:
-            gap = ts - self.prev_ts
-            if gap <= 0.0 or gap >= p.season_s:
-                return
-            width = max(gap, p.season_s / p.season_bins)
-            count = max(1, round(p.season_s / width))
-            self.bin_width = p.season_s / count
-            self.bin_value = array("d", bytes(8 * count))
-            self.bin_first = array("d", bytes(8 * count))
-            self.bin_last = array("d", bytes(8 * count))
-        i = self._bin(ts)
-        last = self.bin_last[i]
-        if not self.bin_first[i] or ts - last >= 1.5 * p.season_s:  # empty or forgotten: restart the bin
-            self.bin_first[i] = ts
-            self.bin_value[i] = x
-        else:
-            self.bin_value[i] += p.season_alpha * (x - self.bin_value[i])
-        self.bin_last[i] = ts
+        self.day = SeasonTable(params.season_s, params.season_bins, params.season_alpha) if self.use[2] else None
+        self.week = SeasonTable(WEEK_S, params.week_bins, params.season_alpha) if self.use[3] else None
 
     # -- the step -------------------------------------------------------------------------------
 
@@ -169,11 +180,12 @@ class ForecastLikelihood:
             self.prev = self.level = x
             self.prev_ts = ts
             return None
-        season = self._season(ts) if self.use[2] else None
+        day, week = self.day, self.week
         forecasts = (
             self.prev if self.use[0] else None,
             self.level if self.use[1] else None,
-            season,
+            day.forecast(ts) if day is not None else None,
+            week.forecast(ts) if week is not None else None,
         )
         # scaled errors of the forecasters available now; each against its own long-run error
         err = self.err
@@ -199,8 +211,11 @@ class ForecastLikelihood:
             err[i] += w * (ae - err[i])
         self.prev = x
         self.level += p.level_alpha * (x - self.level)
-        if self.use[2]:
-            self._learn_season(ts, x)
+        gap = ts - self.prev_ts
+        if day is not None:
+            day.learn(ts, x, gap)
+        if week is not None:
+            week.learn(ts, x, gap)
         self.prev_ts = ts
         if not scores:
             return None

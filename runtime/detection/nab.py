@@ -86,6 +86,8 @@ NEIGHBOURHOOD: dict[str, tuple[Any, ...]] = {
     "lik_season_alpha": (0.3,),
     "lik_surprise": (1.0,),
     "lik_combine": ("mean", "min"),
+    "lik_forecasters": (("level", "season"), ("last", "level", "season", "week")),
+    "lik_week_bins": (1008,),
     "lik_quiet": (50, 200),
     "surprise": (1.0, 1.3),  # the robust detector's self-calibration, also part of the ensemble
     "refractory": (50, 200),

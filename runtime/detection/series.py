@@ -582,6 +582,7 @@ def likelihood_params(p: SignalPolicy) -> LikelihoodParams:
         season_s=p.lik_season_s,
         season_alpha=p.lik_season_alpha,
         season_bins=p.lik_season_bins,
+        week_bins=p.lik_week_bins,
         surprise=p.lik_surprise,
         surprise_halflife=p.lik_surprise_halflife,
     )

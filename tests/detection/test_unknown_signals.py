@@ -20,13 +20,19 @@ PER_DAY = int(DAY / STEP)
 T0 = 1_700_006_400.0  # a UTC midnight
 
 
-def daily(days: int, seed: int, *, override: dict[int, float] | None = None) -> list[tuple[float, float]]:
-    """A daily cycle (busy days, quiet nights) with seeded noise; `override` replaces values by row."""
+def daily(
+    days: int, seed: int, *, override: dict[int, float] | None = None, weekend: float = 1.0
+) -> list[tuple[float, float]]:
+    """A daily cycle (busy days, quiet nights) with seeded noise; `override` replaces values by row.
+
+    `weekend` scales the cycle's amplitude on the last two days of every week.
+    """
     rng = random.Random(seed)
     out = []
     for i in range(days * PER_DAY):
         phase = (i % PER_DAY) / PER_DAY
-        value = 50.0 + 30.0 * math.sin(2 * math.pi * phase) + rng.gauss(0.0, 2.0)
+        amplitude = 30.0 * (weekend if (i // PER_DAY) % 7 >= 5 else 1.0)
+        value = 50.0 + amplitude * math.sin(2 * math.pi * phase) + rng.gauss(0.0, 2.0)
         out.append((T0 + i * STEP, (override or {}).get(i, value)))
     return out
 
@@ -93,6 +99,13 @@ def test_a_steady_daily_cycle_stays_quiet_once_learned(seed):
     assert [row_of(a) for a in found if row_of(a) >= 2 * PER_DAY] == []
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_steady_weekly_pattern_stays_quiet_once_learned(seed):
+    """Quiet weekends (a tenth of the weekday swing) stop alarming once two weeks have been seen."""
+    found = run(daily(35, seed=seed, weekend=0.1))
+    assert [row_of(a) for a in found if row_of(a) >= 14 * PER_DAY] == []
+
+
 def test_known_signals_do_not_get_the_likelihood_layer():
     """Only signals Homeostat does not know get the likelihood detector; known ones keep the columnar path."""
     engine = DetectionEngine()
@@ -120,11 +133,12 @@ def test_restart_mid_stream_resumes_the_likelihood_without_a_burst(cut):
 
 
 def test_seasonal_memory_is_bounded_whatever_the_cadence():
-    """One-second samples still keep at most `season_bins` seasonal bins, and state stops growing."""
-    model = ForecastLikelihood(LikelihoodParams(season_bins=288))
+    """One-second samples still keep at most `season_bins` / `week_bins` bins, and state stops growing."""
+    model = ForecastLikelihood(LikelihoodParams(season_bins=288, week_bins=2016))
     for i in range(5000):
         model.update(T0 + i, float(i % 7))
-    assert len(model.bin_value) == 288
+    assert model.day is not None and model.week is not None
+    assert (len(model.day.value), len(model.week.value)) == (288, 2016)
     engine = DetectionEngine()
     rows = [(T0 + i, float(i % 7)) for i in range(3000)]
     run(rows, engine)
