@@ -784,6 +784,26 @@ def caller_credit(symptoms: Mapping[str, ServiceSymptoms], topology: Topology, s
     return min(rises, default=0.0)
 
 
+def _waiting_callers(
+    symptoms: Mapping[str, ServiceSymptoms],
+    topology: Topology,
+    service: str,
+    anomaly_ids: Mapping[tuple[str, str], str],
+) -> tuple[Evidence, ...]:
+    """The evidence behind a service's caller credit: each caller's outgoing-call latency series
+    that rose most, so a callee placed for its callers' waiting shows that waiting."""
+    out: list[Evidence] = []
+    for caller in topology.callers_of(service):
+        sym = symptoms.get(caller)
+        pairs = sym.self_time_pairs() if sym is not None else None
+        if sym is None or pairs is None or not pairs[1]:
+            continue
+        best = max(pairs[1], key=lambda g: (strength(sym.shifts[g].effect), g))
+        if strength(sym.shifts[best].effect) > 0:
+            out += sym.evidence([best], anomaly_ids, localised=True)
+    return tuple(out)
+
+
 def rank_services(
     symptoms: Mapping[str, ServiceSymptoms],
     topology: Topology,
@@ -816,7 +836,8 @@ def rank_services(
                 score=round(score, 9),
                 anomaly=own,
                 upstream=upstream,
-                evidence=tuple(sym.evidence(top_signals, anomaly_ids, localised=True)),
+                evidence=tuple(sym.evidence(top_signals, anomaly_ids, localised=True))
+                + (_waiting_callers(symptoms, topology, service, anomaly_ids) if credit > 0 else ()),
                 credit=credit,
             )
         )

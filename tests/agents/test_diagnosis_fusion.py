@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from agents.diagnosis import DeterministicDiagnoser, ServiceRank
 from agents.diagnosis.deterministic import fuse_caller_credit
+from domain import SeriesEvidence
 
 from .test_diagnosis_peers import CLIENT, CPU, MEM, PODS, incident, ranked
 
@@ -45,3 +46,11 @@ class TestCallerCreditPlaces:
         fused = [r.service for r in fuse_caller_credit(ranks)]
         assert fused == ["a", "b", "e", "c", "g", "d", "f"]
         assert sorted(fused) == sorted("abcdefg")
+
+
+def test_a_callee_placed_for_its_callers_waiting_cites_that_waiting() -> None:
+    """pay's evidence names front's outgoing-call latency, the series that earned it its place."""
+    ctx = incident(PODS, after=LOUD_ELSEWHERE, edges=[("front", "pay")])
+    pay = next(r for r in DeterministicDiagnoser().ranked(ctx) if r.service == "pay")
+    cited = {(e.service, e.signal) for e in pay.evidence if isinstance(e, SeriesEvidence)}
+    assert ("front", CLIENT) in cited
