@@ -22,6 +22,7 @@ __all__ = [
     "ApiConfig",
     "AuthConfig",
     "ConfigFileError",
+    "DiagnoserConfig",
     "HaConfig",
     "HomeostatConfig",
     "IntervalsConfig",
@@ -131,6 +132,48 @@ class ToolsConfig(_Section):
     dry_run: bool = False
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _env_name(value: str) -> str:
+    if not _ENV_NAME.match(value):
+        # Never echo the value: whoever wrote a key here instead of a variable name leaked it once already.
+        raise ValueError(
+            "must be the NAME of an environment variable (letters, digits, underscores), not a secret itself"
+        )
+    return value
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
+
+
+class DiagnoserConfig(_Section):
+    """Which diagnoser the loop uses: the deterministic ranking, or an LLM over an OpenAI-compatible API.
+
+    The LLM diagnoser falls back to the deterministic one when the model fails, times out or
+    exceeds its budgets, so an LLM outage never stops the loop.
+    """
+
+    kind: Literal["deterministic", "llm"] = "deterministic"
+    base_url: HttpUrlText | None = Field(default=None, description="OpenAI-compatible endpoint, e.g. .../v1")
+    model: str | None = Field(default=None, min_length=1, description="model name served at base_url")
+    api_key_env: EnvName | None = Field(
+        default=None, description="NAME of the environment variable holding the API key; omit for local servers"
+    )
+    timeout_s: float = Field(default=60.0, gt=0, description="time budget per incident, seconds")
+    max_tokens_per_incident: int = Field(default=20_000, ge=1, description="token budget per incident")
+    max_completion_tokens: int = Field(default=1024, ge=1, description="token cap of one model answer")
+    max_tool_calls: int = Field(default=12, ge=0, description="tool calls the model may make per incident")
+
+    @model_validator(mode="after")
+    def _llm_needs_endpoint(self) -> DiagnoserConfig:
+        if self.kind == "llm":
+            missing = [k for k in ("base_url", "model") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"kind: llm needs {' and '.join(missing)}")
+        return self
+
+
 class AuthConfig(_Section):
     tokens_file: Path | None = Field(default=None, description="YAML of identities with hashed tokens")
 
@@ -192,6 +235,7 @@ class HomeostatConfig(_Section):
     api: ApiConfig = ApiConfig()
     intervals: IntervalsConfig = IntervalsConfig()
     ha: HaConfig = HaConfig()
+    diagnoser: DiagnoserConfig = DiagnoserConfig()
     grace_period_s: float = Field(default=10.0, ge=0, description="shutdown: time in-flight work gets to finish")
 
     @field_validator("database_url")
@@ -279,6 +323,10 @@ def parse_config(
     except ValidationError as exc:
         raise ConfigFileError(validation_issues(exc, data, locate, source)) from exc
     config = _resolve_paths(config, base_dir or Path.cwd())
+    key_env = config.diagnoser.api_key_env
+    if config.diagnoser.kind == "llm" and key_env is not None and not os.environ.get(key_env):
+        key = ("diagnoser", "api_key_env")
+        raise ConfigFileError([ConfigIssue(source, locate(key), key, f"environment variable {key_env} is not set")])
     if check_files:
         required: list[tuple[tuple[str | int, ...], Path | None]] = [
             (("constitution",), config.constitution),

@@ -26,13 +26,15 @@ import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import text
 
+from agents.diagnosis import DeterministicDiagnoser
+from agents.ports import Diagnoser
 from domain import ActionName, ActionOutcome, ChangeEvent, ChangeKind, OutcomeStatus, Topology
 from domain.clock import Clock, SystemClock
 from policies import Constitution, ConstitutionError
 from runtime.api.app import create_app
 from runtime.api.ports import DaemonStatus
 from runtime.auth import TokenAuthority
-from runtime.config import HomeostatConfig
+from runtime.config import DiagnoserConfig, HomeostatConfig
 from runtime.console import mount_console
 from runtime.constitution_watch import ConstitutionWatcher
 from runtime.db_cli import upgrade as upgrade_database
@@ -205,6 +207,34 @@ class SimulatorClock:
         self._stop.set()
 
 
+def build_diagnoser(config: DiagnoserConfig) -> Diagnoser:
+    """The loop's diagnoser from the config's ``diagnoser:`` section.
+
+    ``kind: llm`` builds an OpenAI-compatible chat model (the key read from the environment
+    variable named by ``api_key_env``) behind the LLM diagnoser, which falls back to the
+    deterministic ranking on any model failure or exhausted budget.
+    """
+    if config.kind == "deterministic":
+        return DeterministicDiagnoser()
+    from agents.diagnosis import LLMDiagnoser, build_openai_compatible_model
+
+    assert config.base_url is not None and config.model is not None  # the config validator saw to it
+    model = build_openai_compatible_model(
+        config.base_url,
+        config.model,
+        config.api_key_env,
+        timeout_s=config.timeout_s,
+        max_tokens=config.max_completion_tokens,
+    )
+    return LLMDiagnoser(
+        model,
+        fallback=DeterministicDiagnoser(),
+        timeout_s=config.timeout_s,
+        max_tokens_per_incident=config.max_tokens_per_incident,
+        max_tool_calls=config.max_tool_calls,
+    )
+
+
 def simulator_url_of(config: HomeostatConfig) -> str | None:
     """The simulator a daemon polls (its first simulator source), else the one it remediates."""
     for source in config.sources:
@@ -267,6 +297,7 @@ class Daemon:
                 detection=detection,
                 guard=GuardConfig(allow=allow, dry_run=config.tools.dry_run),
                 fence=self._fence if replicated else None,
+                diagnoser=build_diagnoser(config.diagnoser),
             )
             self.loop = ControlLoop(
                 options, clock=self.clock, adapter=RoutingAdapter(target, self._page), on_change=self._on_change

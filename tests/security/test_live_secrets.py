@@ -1,9 +1,9 @@
-"""Secrets on the live daemon paths: `homeostat run` with its LLM diagnoser on a loopback
-OpenAI-compatible endpoint (API key set), a webhook notifier whose URL holds a secret, an audit
-HMAC key and bearer tokens. One provider outage is diagnosed by the LLM, approved over the API
-and recovers; then the daemon's stdout and stderr, the audit export, the webhook bodies and
-headers, every /v1 response, the prompts sent to the model and the raw database are searched
-for every secret value.
+"""Secrets on the live daemon paths: `homeostat run` with its LLM diagnoser (set in the config
+file's `diagnoser:` section) on a loopback OpenAI-compatible endpoint (API key set), a webhook
+notifier whose URL holds a secret, an audit HMAC key and bearer tokens. One provider outage is
+diagnosed by the LLM, approved over the API and recovers; then the daemon's stdout and stderr,
+the audit export, the webhook bodies and headers, every /v1 response, the prompts sent to the
+model and the raw database are searched for every secret value.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def webhook() -> Iterator[tuple[str, Recorder]]:
     server.server_close()
 
 
-def _config(tmp_path: Path, *, sim: str, api_port: int, db: Path) -> Path:
+def _config(tmp_path: Path, *, sim: str, api_port: int, db: Path, llm_url: str) -> Path:
     tokens = tokens_file(
         tmp_path,
         {
@@ -170,6 +170,12 @@ notifications:
 api:
   port: {api_port}
 intervals: {{poll_s: 0.5, approval_expiry_s: 0.5, verification_s: 0.5, checkpoint_s: 2}}
+diagnoser:
+  kind: llm
+  base_url: {llm_url}
+  model: loopback-model
+  api_key_env: LIVE_LLM_API_KEY
+  timeout_s: 30
 grace_period_s: 5
 """
     )
@@ -194,20 +200,16 @@ def test_no_secret_leaks_from_a_live_llm_diagnosed_incident(
     wait_for("the simulator", lambda: httpx.get(f"{sim}/healthz").status_code == 200, 60)
     json_of(httpx.post(f"{sim}/advance", json={"seconds": 40 * 60}, timeout=120))  # detector history
     db = tmp_path / "homeostat.db"
-    config = _config(tmp_path, sim=sim, api_port=api_port, db=db)
+    config = _config(tmp_path, sim=sim, api_port=api_port, db=db, llm_url=llm_url)
     env = {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
         "LIVE_WEBHOOK_URL": hook_url,
         "HOMEOSTAT_AUDIT_HMAC_KEY": HMAC_KEY,
-        "HOMEOSTAT_LLM_BASE_URL": llm_url,
-        "HOMEOSTAT_LLM_MODEL": "loopback-model",
-        "HOMEOSTAT_LLM_API_KEY_ENV": "LIVE_LLM_API_KEY",
         "LIVE_LLM_API_KEY": LLM_API_KEY,
-        "HOMEOSTAT_LLM_TIMEOUT_S": "30",
     }
     out_log, err_log = tmp_path / "daemon.stdout", tmp_path / "daemon.stderr"
-    command = [sys.executable, "-m", "tests.security.llm_daemon", "run", "--config", str(config)]
+    command = [sys.executable, "-m", "runtime.cli", "run", "--config", str(config)]
     command += ["--clock", "simulator", "--log-level", "DEBUG"]
     with out_log.open("wb") as out, err_log.open("wb") as err:
         daemon = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=err, env=env)
