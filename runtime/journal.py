@@ -153,5 +153,36 @@ class Journal:
                         service=permit.proposal.service,
                         ts=ts,
                         automatic=automatic,
+                        **_where_it_moved(request, outcome, permit.proposal.service),
                     )
                 )
+
+
+def _where_it_moved(request: ActionRequest, outcome: ActionOutcome, service: str) -> dict[str, Any]:
+    """The services an action changed besides `service`, and where it moved their traffic.
+
+    Read from the request's parameters (`services`, `to_provider`) and the outcome's
+    ``effect["moved"]`` (``{service: {"from": .., "to": ..}}``), which says what really happened
+    and so wins over what was asked. Values of the wrong type are ignored rather than trusted: an
+    adapter's effect is data from outside. A destination is recorded only when it is unambiguous.
+    """
+    changed: set[str] = set()
+    asked = request.parameters.get("services")
+    if isinstance(asked, (list, tuple)):
+        changed.update(s for s in asked if isinstance(s, str) and s)
+    destinations: set[str] = set()
+    moved = outcome.effect.get("moved")
+    if isinstance(moved, dict):
+        for name, move in moved.items():
+            if isinstance(name, str) and name:
+                changed.add(name)
+            if isinstance(move, dict) and isinstance(move.get("to"), str) and move["to"]:
+                destinations.add(move["to"])
+    to_provider = request.parameters.get("to_provider")
+    if not destinations and isinstance(to_provider, str) and to_provider:
+        destinations.add(to_provider)
+    changed.discard(service)
+    fields: dict[str, Any] = {"services": tuple(sorted(changed))}
+    if len(destinations) == 1:
+        fields["destination"] = next(iter(destinations))
+    return fields
