@@ -31,6 +31,7 @@ __all__ = [
     "PromQueryConfig",
     "PrometheusSourceConfig",
     "PushSourceConfig",
+    "SignedWebhookConfig",
     "SimulatorSourceConfig",
     "SourceConfig",
     "ToolsConfig",
@@ -114,6 +115,21 @@ SourceConfig = Annotated[
 ]
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _env_name(value: str) -> str:
+    if not _ENV_NAME.match(value):
+        # Never echo the value: whoever wrote a key here instead of a variable name leaked it once already.
+        raise ValueError(
+            "must be the NAME of an environment variable (letters, digits, underscores), not a secret itself"
+        )
+    return value
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
+
+
 # -- other sections --------------------------------------------------------------------------
 
 
@@ -130,21 +146,6 @@ class ToolsConfig(_Section):
     webhook_targets: dict[str, WebhookTargetConfig] = Field(default_factory=dict)
     simulator_url: HttpUrlText | None = Field(default=None, description="remediate against the HTTP simulator")
     dry_run: bool = False
-
-
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _env_name(value: str) -> str:
-    if not _ENV_NAME.match(value):
-        # Never echo the value: whoever wrote a key here instead of a variable name leaked it once already.
-        raise ValueError(
-            "must be the NAME of an environment variable (letters, digits, underscores), not a secret itself"
-        )
-    return value
-
-
-EnvName = Annotated[str, AfterValidator(_env_name)]
 
 
 class DiagnoserConfig(_Section):
@@ -178,8 +179,19 @@ class AuthConfig(_Section):
     tokens_file: Path | None = Field(default=None, description="YAML of identities with hashed tokens")
 
 
+class SignedWebhookConfig(_Section):
+    """A notification webhook whose messages are HMAC-signed with the secret in environment variable `secret_env`."""
+
+    url: HttpUrlText
+    secret_env: EnvName | None = Field(
+        default=None, description="NAME of the environment variable holding the HMAC signing secret"
+    )
+
+
 class NotificationsConfig(_Section):
-    webhooks: list[HttpUrlText] = Field(default_factory=list, description="Slack-compatible incoming-webhook URLs")
+    webhooks: list[HttpUrlText | SignedWebhookConfig] = Field(
+        default_factory=list, description="Slack-compatible incoming-webhook URLs, or {url, secret_env} to sign"
+    )
     states: list[IncidentState] = Field(
         default_factory=lambda: [
             IncidentState.AWAITING_APPROVAL,
@@ -299,6 +311,17 @@ def _resolve_paths(config: HomeostatConfig, base: Path) -> HomeostatConfig:
     )
 
 
+def _secret_env_names(config: HomeostatConfig) -> list[tuple[tuple[str | int, ...], str]]:
+    """(config key, variable name) of every secret the config names by environment variable."""
+    names: list[tuple[tuple[str | int, ...], str]] = []
+    if config.diagnoser.kind == "llm" and config.diagnoser.api_key_env is not None:
+        names.append((("diagnoser", "api_key_env"), config.diagnoser.api_key_env))
+    for i, hook in enumerate(config.notifications.webhooks):
+        if isinstance(hook, SignedWebhookConfig) and hook.secret_env is not None:
+            names.append((("notifications", "webhooks", i, "secret_env"), hook.secret_env))
+    return names
+
+
 def parse_config(
     text: str, source: str = "homeostat.yaml", *, base_dir: Path | None = None, check_files: bool = False
 ) -> HomeostatConfig:
@@ -323,10 +346,11 @@ def parse_config(
     except ValidationError as exc:
         raise ConfigFileError(validation_issues(exc, data, locate, source)) from exc
     config = _resolve_paths(config, base_dir or Path.cwd())
-    key_env = config.diagnoser.api_key_env
-    if config.diagnoser.kind == "llm" and key_env is not None and not os.environ.get(key_env):
-        key = ("diagnoser", "api_key_env")
-        raise ConfigFileError([ConfigIssue(source, locate(key), key, f"environment variable {key_env} is not set")])
+    unset = [(key, name) for key, name in _secret_env_names(config) if not os.environ.get(name)]
+    if unset:
+        raise ConfigFileError(
+            [ConfigIssue(source, locate(key), key, f"environment variable {name} is not set") for key, name in unset]
+        )
     if check_files:
         required: list[tuple[tuple[str | int, ...], Path | None]] = [
             (("constitution",), config.constitution),

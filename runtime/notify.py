@@ -4,13 +4,23 @@ The loop calls `Notifier.notify(change)` on every incident state change; it retu
 One message is sent per (incident, state), never one per poll; each webhook has its own queue
 and worker, failures are retried with capped exponential backoff and then logged and dropped:
 a dead chat server never blocks the loop.
+
+A webhook may also be signed: with a secret, every POST carries ``X-Homeostat-Timestamp`` (Unix
+seconds) and ``X-Homeostat-Signature: sha256=<hex>``, the HMAC-SHA256 of ``"<timestamp>." +
+raw body`` under the secret, so a receiver can reject forged or replayed messages
+(`verify_signature`). The secret itself is never sent or logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
+import json
 import logging
+import os
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -20,7 +30,7 @@ from urllib.parse import quote
 import httpx
 
 from domain import IncidentState
-from runtime.config import NotificationsConfig
+from runtime.config import NotificationsConfig, SignedWebhookConfig
 from runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -82,6 +92,37 @@ def slack_message(change: IncidentChange) -> dict[str, Any]:
 
 Sleep = Callable[[float], Awaitable[None]]
 
+SIGNATURE_HEADER = "X-Homeostat-Signature"
+TIMESTAMP_HEADER = "X-Homeostat-Timestamp"
+
+
+def sign(secret: bytes, timestamp: int, body: bytes) -> str:
+    """The signature header value for `body` sent at `timestamp`: ``sha256=`` + hex HMAC of ``"<ts>." + body``."""
+    digest = hmac.new(secret, str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def verify_signature(
+    secret: bytes,
+    body: bytes,
+    timestamp: str | None,
+    signature: str | None,
+    *,
+    now: float | None = None,
+    tolerance_s: float = 300.0,
+) -> bool:
+    """For receivers: True if `signature` signs the raw `body` at `timestamp`, within `tolerance_s` of `now`.
+
+    Compares in constant time; a missing, malformed or stale timestamp fails, which stops replays.
+    """
+    if not timestamp or not signature or not timestamp.isdigit():
+        return False
+    ts = int(timestamp)
+    current = time.time() if now is None else now
+    if abs(current - ts) > tolerance_s:
+        return False
+    return hmac.compare_digest(sign(secret, ts, body), signature)
+
 
 class Notifier:
     """Posts one message per (incident, state) in `states` to every webhook, off the loop's path."""
@@ -101,10 +142,23 @@ class Notifier:
         sleep: Sleep = asyncio.sleep,
         metrics: Metrics | None = None,
         console_url: str | None = None,
+        secrets: Mapping[str, str | bytes] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        """`secrets` maps a webhook URL to its signing secret; those webhooks get signed POSTs."""
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1 (got {max_attempts})")
         self._webhooks = list(dict.fromkeys(webhooks))
+        self._secrets = {
+            url: secret.encode() if isinstance(secret, str) else bytes(secret)
+            for url, secret in (secrets or {}).items()
+        }
+        unknown = [_redact(url) for url in self._secrets if url not in self._webhooks]
+        if unknown:
+            raise ValueError(f"signing secrets given for webhooks that are not configured: {', '.join(unknown)}")
+        if any(not secret for secret in self._secrets.values()):
+            raise ValueError("a webhook signing secret is empty")
+        self._wall_clock = wall_clock
         self._states = {str(s) for s in states}
         self._max_attempts = max_attempts
         self._base = base_delay_s
@@ -122,10 +176,28 @@ class Notifier:
         self._workers: list[asyncio.Task[None]] = []
 
     @classmethod
-    def from_config(cls, config: NotificationsConfig, *, metrics: Metrics | None = None) -> Notifier:
-        """A notifier for the `notifications` section of homeostat.yaml."""
+    def from_config(
+        cls, config: NotificationsConfig, *, metrics: Metrics | None = None, environ: Mapping[str, str] | None = None
+    ) -> Notifier:
+        """A notifier for the `notifications` section of homeostat.yaml (secrets read from `environ`)."""
+        env = os.environ if environ is None else environ
+        urls: list[str] = []
+        secrets: dict[str, str] = {}
+        for i, hook in enumerate(config.webhooks):
+            if isinstance(hook, SignedWebhookConfig):
+                urls.append(hook.url)
+                if hook.secret_env is not None:
+                    secret = env.get(hook.secret_env)
+                    if not secret:
+                        raise ValueError(
+                            f"notifications.webhooks[{i}].secret_env: environment variable {hook.secret_env} is not set"
+                        )
+                    secrets[hook.url] = secret
+            else:
+                urls.append(hook)
         return cls(
-            config.webhooks,
+            urls,
+            secrets=secrets,
             states=[s.value for s in config.states],
             max_attempts=config.max_attempts,
             console_url=config.console_url,
@@ -192,9 +264,16 @@ class Notifier:
 
     async def _post_with_retries(self, url: str, message: dict[str, Any]) -> None:
         error = ""
+        body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+        secret = self._secrets.get(url)
         for attempt in range(1, self._max_attempts + 1):
+            headers = {"Content-Type": "application/json"}
+            if secret is not None:  # signed afresh per attempt: the timestamp says when this copy left
+                timestamp = int(self._wall_clock())
+                headers[TIMESTAMP_HEADER] = str(timestamp)
+                headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
             try:
-                response = await self._client.post(url, json=message)
+                response = await self._client.post(url, content=body, headers=headers)
                 if response.status_code < 300:
                     self._count("sent")
                     return
