@@ -14,8 +14,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from domain import IncidentState
+from domain import ActionName, IncidentState
 from policies.yaml_lines import ConfigFileError, ConfigIssue, load_yaml_with_lines, validation_issues
+from tools import SecretRef, WebhookTarget
 
 __all__ = [
     "AlertmanagerSourceConfig",
@@ -133,12 +134,66 @@ EnvName = Annotated[str, AfterValidator(_env_name)]
 # -- other sections --------------------------------------------------------------------------
 
 
-class WebhookTargetConfig(_Section):
-    """A generic HTTP endpoint a remediation tool may call."""
+def _remediations() -> list[ActionName]:
+    return [a for a in ActionName if a is not ActionName.ESCALATE]
 
-    url: HttpUrlText
-    timeout_s: float = Field(default=10.0, gt=0)
-    headers: dict[str, str] = Field(default_factory=dict)
+
+class WebhookTargetConfig(_Section):
+    """A generic HTTP endpoint remediations go to: its key in `tools.webhook_targets` is the target
+    name (or glob, e.g. ``llm-*``) it serves, `actions` the actions it serves.
+
+    Secrets (an Authorization header, a URL holding a token) are named by environment variable
+    (`headers_env`, `url_env`), never written here; `headers` are literal, non-secret headers.
+    """
+
+    url: HttpUrlText | None = Field(default=None, description="the endpoint (or url_env)")
+    url_env: EnvName | None = Field(default=None, description="NAME of the variable holding the URL, if it is secret")
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    headers: dict[str, str] = Field(default_factory=dict, description="non-secret literal headers")
+    headers_env: dict[str, EnvName] = Field(
+        default_factory=dict, description="header -> NAME of the environment variable holding its value"
+    )
+    actions: list[ActionName] = Field(
+        default_factory=_remediations,
+        min_length=1,
+        description="actions sent here (default: every remediation; escalate always pages)",
+    )
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    body: dict[str, Any] | None = Field(default=None, description="JSON body template (tools.WebhookTarget)")
+    status_url: str | None = Field(default=None, description="GET with {idempotency_key}: 2xx done, 404 not done")
+    retries: int = Field(default=0, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _one_url(self) -> WebhookTargetConfig:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("give exactly one of 'url' or 'url_env'")
+        overlap = {h.lower() for h in self.headers} & {h.lower() for h in self.headers_env}
+        if overlap:
+            raise ValueError(f"headers set both in 'headers' and 'headers_env': {sorted(overlap)}")
+        self.target("validation")  # the tool's own checks (body placeholders, status_url) at load time
+        return self
+
+    def target(self, name: str) -> WebhookTarget:
+        """The tool-layer `WebhookTarget` serving target `name` (a name or glob)."""
+        fields: dict[str, Any] = {
+            "name": name,
+            "actions": tuple(self.actions),
+            "url": self.url,
+            "url_secret": SecretRef(env=self.url_env) if self.url_env else None,
+            "method": self.method,
+            "headers": dict(self.headers),
+            "secret_headers": {h: SecretRef(env=v) for h, v in self.headers_env.items()},
+            "timeout_s": self.timeout_s,
+            "retries": self.retries,
+            "status_url": self.status_url,
+        }
+        if self.body is not None:
+            fields["body"] = self.body
+        try:
+            return WebhookTarget(**fields)
+        except ValidationError as exc:
+            problems = [f"{'.'.join(map(str, e['loc'])) or 'target'}: {e['msg']}" for e in exc.errors()]
+            raise ValueError("; ".join(problems)) from None
 
 
 class ToolsConfig(_Section):
@@ -316,6 +371,11 @@ def _secret_env_names(config: HomeostatConfig) -> list[tuple[tuple[str | int, ..
     names: list[tuple[tuple[str | int, ...], str]] = []
     if config.diagnoser.kind == "llm" and config.diagnoser.api_key_env is not None:
         names.append((("diagnoser", "api_key_env"), config.diagnoser.api_key_env))
+    for name, target in config.tools.webhook_targets.items():
+        where: tuple[str | int, ...] = ("tools", "webhook_targets", name)
+        if target.url_env is not None:
+            names.append(((*where, "url_env"), target.url_env))
+        names.extend(((*where, "headers_env", header), env) for header, env in target.headers_env.items())
     for i, hook in enumerate(config.notifications.webhooks):
         if isinstance(hook, SignedWebhookConfig) and hook.secret_env is not None:
             names.append((("notifications", "webhooks", i, "secret_env"), hook.secret_env))

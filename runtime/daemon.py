@@ -46,7 +46,7 @@ from runtime.notify import IncidentChange, Notifier
 from runtime.ports import TelemetryBatch
 from runtime.sources import build_sources
 from runtime.store import IncidentRow, StateBlobStore
-from tools import ActionRequest, GuardConfig, SimulatorHttpAdapter
+from tools import ActionRequest, GuardConfig, SimulatorHttpAdapter, WebhookAdapter
 
 log = structlog.get_logger("homeostat.daemon")
 
@@ -82,6 +82,52 @@ class RoutingAdapter:
             return None
         found: ActionOutcome | None = self._target.lookup(idempotency_key)
         return found
+
+
+class TargetRouter:
+    """Remediations to the configured webhook target serving them, else to the simulator (if configured)."""
+
+    def __init__(
+        self,
+        webhooks: WebhookAdapter,
+        serves: Callable[[ActionRequest], bool],
+        fallback: Any | None,
+        *,
+        has_status: bool = False,
+    ) -> None:
+        self._webhooks = webhooks
+        self._serves = serves
+        self._fallback = fallback
+        self._has_status = has_status  # a webhook can say what it did (status_url): ask it first
+
+    def call(self, request: ActionRequest) -> ActionOutcome:
+        if self._fallback is None or self._serves(request):
+            return self._webhooks.call(request)
+        outcome: ActionOutcome = self._fallback.call(request)
+        return outcome
+
+    def lookup(self, idempotency_key: str) -> ActionOutcome | None:
+        found: ActionOutcome | None = None
+        if self._has_status or self._fallback is None:  # without a status_url the adapter says it cannot tell
+            found = self._webhooks.lookup(idempotency_key)
+        if found is None and self._fallback is not None:
+            found = self._fallback.lookup(idempotency_key)
+        return found
+
+
+def build_remediation_target(config: HomeostatConfig) -> Any | None:
+    """What remediations call: the `tools.webhook_targets` (each serving the target name or glob it
+    is keyed by), then `tools.simulator_url` for whatever no webhook serves; None if neither is set."""
+    simulator = SimulatorHttpAdapter(config.tools.simulator_url) if config.tools.simulator_url else None
+    if not config.tools.webhook_targets:
+        return simulator
+    targets = [t.target(name) for name, t in config.tools.webhook_targets.items()]
+    return TargetRouter(
+        WebhookAdapter(targets),
+        lambda r: any(t.serves(r) for t in targets),
+        simulator,
+        has_status=any(t.status_url for t in targets),
+    )
 
 
 class AuditMetricsFeed:
@@ -280,7 +326,7 @@ class Daemon:
         self.sources = build_sources(config)
         self._event_loop: asyncio.AbstractEventLoop | None = None
         self.notifier = Notifier.from_config(config.notifications, metrics=self.metrics)
-        target = SimulatorHttpAdapter(config.tools.simulator_url) if config.tools.simulator_url else None
+        target = build_remediation_target(config)
         allow = {action: list(config.tools.allowed_targets) for action in ActionName}
         allow[ActionName.ESCALATE] = ["*"]  # paging a human changes nothing on any target
         detection = load_detection_config(config.detection_overrides)
