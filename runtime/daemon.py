@@ -99,19 +99,26 @@ class TargetRouter:
         self._serves = serves
         self._fallback = fallback
         self._has_status = has_status  # a webhook can say what it did (status_url): ask it first
+        self._sent_to_webhooks: set[str] = set()
 
     def call(self, request: ActionRequest) -> ActionOutcome:
         if self._fallback is None or self._serves(request):
+            self._sent_to_webhooks.add(request.idempotency_key)
             return self._webhooks.call(request)
         outcome: ActionOutcome = self._fallback.call(request)
         return outcome
 
     def lookup(self, idempotency_key: str) -> ActionOutcome | None:
-        found: ActionOutcome | None = None
-        if self._has_status or self._fallback is None:  # without a status_url the adapter says it cannot tell
-            found = self._webhooks.lookup(idempotency_key)
-        if found is None and self._fallback is not None:
-            found = self._fallback.lookup(idempotency_key)
+        """Ask whoever the call went to; the simulator never answers for a webhook's call (its None
+        would read as "did not act"). A key this process did not send (a restart) is asked of the
+        webhooks first when they have a status_url, then of the simulator."""
+        if self._fallback is None or idempotency_key in self._sent_to_webhooks:
+            return self._webhooks.lookup(idempotency_key)  # raises when no status_url: the guard records UNKNOWN
+        if self._has_status:
+            found: ActionOutcome | None = self._webhooks.lookup(idempotency_key)
+            if found is not None:
+                return found
+        found = self._fallback.lookup(idempotency_key)
         return found
 
 

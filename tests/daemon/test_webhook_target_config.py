@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from domain import ActionName
+from domain import ActionName, ActionOutcome, OutcomeStatus
 from runtime.config import ConfigFileError, parse_config
 from runtime.daemon import TargetRouter, build_remediation_target
-from tools import ActionRequest, SimulatorHttpAdapter
+from tools import ActionRequest, PermanentError, SimulatorHttpAdapter
 
 
 def errors_of(text: str) -> list[str]:
@@ -89,3 +89,32 @@ def test_unserved_actions_fall_through_to_the_simulator() -> None:
         build_remediation_target(parse_config("tools: {simulator_url: 'http://h:1'}\n")), SimulatorHttpAdapter
     )
     assert build_remediation_target(parse_config("")) is None
+
+
+class _Fake:
+    """An adapter that records calls and answers lookups with `found` (or raises `error`)."""
+
+    def __init__(self, found: ActionOutcome | None = None, error: Exception | None = None) -> None:
+        self.called: list[str] = []
+        self.found, self.error = found, error
+
+    def call(self, request: ActionRequest) -> ActionOutcome:
+        self.called.append(request.idempotency_key)
+        return ActionOutcome(status=OutcomeStatus.SUCCEEDED, idempotency_key=request.idempotency_key)
+
+    def lookup(self, idempotency_key: str) -> ActionOutcome | None:
+        if self.error is not None:
+            raise self.error
+        return self.found
+
+
+def test_a_webhook_call_is_never_looked_up_at_the_simulator() -> None:
+    """After a webhook call, "what did you do?" goes to the webhook (which cannot say), not the simulator's None."""
+    webhooks, simulator = _Fake(error=PermanentError("no status_url")), _Fake()
+    router = TargetRouter(webhooks, lambda r: r.action is ActionName.FAILOVER_PROVIDER, simulator)  # type: ignore[arg-type]
+    router.call(_request(ActionName.FAILOVER_PROVIDER, "llm-alpha"))
+    router.call(_request(ActionName.THROTTLE, "chat").model_copy(update={"idempotency_key": "key-00002"}))
+    assert (webhooks.called, simulator.called) == (["key-00001"], ["key-00002"])
+    with pytest.raises(PermanentError):
+        router.lookup("key-00001")
+    assert router.lookup("key-00002") is None
