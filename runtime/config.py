@@ -139,13 +139,16 @@ def _remediations() -> list[ActionName]:
 
 
 class WebhookTargetConfig(_Section):
-    """A generic HTTP endpoint remediations go to: its key in `tools.webhook_targets` is the target
-    name (or glob, e.g. ``llm-*``) it serves, `actions` the actions it serves.
+    """A generic HTTP endpoint remediations go to: it serves the targets `serves` names (a name or
+    glob, e.g. ``llm-*``; default: its key in `tools.webhook_targets`) and the `actions` listed.
 
     Secrets (an Authorization header, a URL holding a token) are named by environment variable
     (`headers_env`, `url_env`), never written here; `headers` are literal, non-secret headers.
     """
 
+    serves: str | None = Field(
+        default=None, min_length=1, description="target name or glob served (e.g. 'llm-*'); default: this entry's key"
+    )
     url: HttpUrlText | None = Field(default=None, description="the endpoint (or url_env)")
     url_env: EnvName | None = Field(default=None, description="NAME of the variable holding the URL, if it is secret")
     timeout_s: float = Field(default=10.0, gt=0, le=300)
@@ -173,10 +176,10 @@ class WebhookTargetConfig(_Section):
         self.target("validation")  # the tool's own checks (body placeholders, status_url) at load time
         return self
 
-    def target(self, name: str) -> WebhookTarget:
-        """The tool-layer `WebhookTarget` serving target `name` (a name or glob)."""
+    def target(self, key: str) -> WebhookTarget:
+        """The tool-layer `WebhookTarget` for the entry `key`: it serves `serves`, else the target named `key`."""
         fields: dict[str, Any] = {
-            "name": name,
+            "name": self.serves or key,
             "actions": tuple(self.actions),
             "url": self.url,
             "url_secret": SecretRef(env=self.url_env) if self.url_env else None,

@@ -118,3 +118,12 @@ def test_a_webhook_call_is_never_looked_up_at_the_simulator() -> None:
     with pytest.raises(PermanentError):
         router.lookup("key-00001")
     assert router.lookup("key-00002") is None
+
+
+def test_serves_names_the_targets_when_the_key_is_a_label() -> None:
+    """An entry keyed by a label serves the target glob in `serves`, not a target named like the label."""
+    config = parse_config(
+        "tools:\n  webhook_targets:\n    deployer: {url: 'https://d.example/h', serves: '*'}\n", "homeostat.yaml"
+    )
+    target = config.tools.webhook_targets["deployer"].target("deployer")
+    assert target.serves(_request(ActionName.ROLLBACK_PROMPT_VERSION, "support-chat"))
