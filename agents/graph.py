@@ -308,12 +308,24 @@ class _Nodes:
             f"{svc}/{sig}": [v for _, v in self.deps.telemetry.window(svc, sig, watch_from, now + timedelta(seconds=1))]
             for svc, sig in series
         }
+        # The level each series reached during the incident: the worst of what its anomalies saw and
+        # the median from onset to the action (a detector fires early, before the level settles).
+        executed_at = datetime.fromisoformat(s["executed_at"])
         peaks: dict[str, float] = {}
+        for svc, sig in series:
+            during = [v for _, v in self.deps.telemetry.window(svc, sig, onset, executed_at)]
+            if during:
+                peaks[f"{svc}/{sig}"] = median(during)
         for a in s["anomalies"]:
             key = f"{a['service']}/{a['signal']}"
             peaks[key] = a["current"] if key not in peaks else _worse(a["signal"], peaks[key], a["current"])
         verdict = evaluate_recovery(spec.recovery, baseline, current, incident_levels=peaks)
-        result = {"recovered": verdict.recovered, "signals": verdict.detail, "detail": verdict.summary}
+        result = {
+            "recovered": verdict.recovered,
+            "improved": verdict.improved,
+            "signals": verdict.detail,
+            "detail": verdict.summary,
+        }
         self._audit(s, "verification", result)
         return {"verification": result}
 
@@ -374,6 +386,11 @@ def _final_state(s: IncidentGraphState) -> tuple[IncidentState, str]:
     verification = s.get("verification") or {}
     if verification.get("recovered"):
         return IncidentState.RESOLVED, f"{action.value} on {s['proposal']['target']} brought recovery"
+    if verification.get("improved"):
+        return IncidentState.ESCALATED, (
+            f"{action.value} on {s['proposal']['target']} helped but did not bring full recovery; "
+            "kept it (undoing would make things worse), a human must look at the rest"
+        )
     return IncidentState.FAILED, f"{action.value} did not bring recovery and cannot be undone automatically"
 
 
@@ -413,8 +430,8 @@ def _after_execute(s: IncidentGraphState) -> Literal["verify", "close"]:
 
 
 def _after_verify(s: IncidentGraphState) -> Literal["propose_inverse", "close"]:
-    if s["verification"]["recovered"]:
-        return "close"
+    if s["verification"]["recovered"] or s["verification"].get("improved"):
+        return "close"  # an action that helped is kept, even when it did not bring full recovery
     return "propose_inverse" if s.get("inverse") else "close"
 
 

@@ -173,8 +173,10 @@ def _describe_response(kind: str, p: dict[str, Any]) -> Described | None:
         detail = f": {o['detail']}" if o.get("detail") else ""
         return "action", f"{o.get('status', '?')} after {o.get('attempts', '?')} attempt(s){detail}", []
     if kind == "verification":
-        verdict = "recovered" if p.get("recovered") else "not recovered"
-        return "verify", verdict + (f": {p['detail']}" if p.get("detail") else ""), []
+        verdict = "recovered" if p.get("recovered") else "improved" if p.get("improved") else "not recovered"
+        detail = str(p.get("detail") or "")
+        # The verifier's summary already opens with its verdict ("not recovered: ..."): say it once.
+        return "verify", detail if detail.startswith(verdict) else f"{verdict}: {detail}" if detail else verdict, []
     if kind == "incident_state":
         reason = f": {p['reason']}" if p.get("reason") else ""
         return "state", f"{p.get('from', '?')} → {p.get('to', '?')}{reason}", []

@@ -13,6 +13,10 @@ When the level the series reached during the incident is known (`incident_levels
 that has come back at least `RECOVERED_SHARE` of the way from that level to its baseline also
 counts as recovered: a remedy such as failover legitimately leaves a small, accepted cost
 (the backup provider is a little slower) and must not be undone for it.
+
+A verdict that is not "recovered" may still be "improved": every failing series has come back at
+least `HELPED_SHARE` of the way from its incident level. The action helped, so undoing it would
+return the service to a worse state; the graph keeps it and hands the rest to a person.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ _MAD_TO_SD = 1.4826
 NOISE_SIGMAS = 3.0
 #: Share of the incident's excursion that must be undone for a series to count as recovered.
 RECOVERED_SHARE = 0.8
+#: Share of the incident's excursion undone above which a not-recovered action still helped.
+HELPED_SHARE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,8 @@ class SeriesCheck:
     recovered: bool | None
     """None when it could not be judged (no baseline)."""
     reason: str
+    improved: bool = False
+    """Not recovered, but back at least `HELPED_SHARE` of the way from the incident level."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +64,7 @@ class SeriesCheck:
             "current": self.current,
             "margin": self.margin,
             "recovered": self.recovered,
+            "improved": self.improved,
             "reason": self.reason,
         }
 
@@ -67,6 +76,9 @@ class RecoveryVerdict:
     recovered: bool
     summary: str
     checks: tuple[SeriesCheck, ...]
+    improved: bool = False
+    """Not recovered, yet every failing series came back at least `HELPED_SHARE` of the way:
+    the action helped and must not be undone."""
 
     @property
     def detail(self) -> dict[str, dict[str, Any]]:
@@ -98,6 +110,8 @@ def evaluate_recovery(
     failing = [c for c in judged if not c.recovered]
     if failing:
         names = ", ".join(f"{c.series} ({c.reason})" for c in failing)
+        if all(c.improved for c in failing):
+            return RecoveryVerdict(False, f"improved, not recovered: {names}", checks, improved=True)
         return RecoveryVerdict(False, f"not recovered: {names}", checks)
     return RecoveryVerdict(True, f"recovered: {len(judged)} series back within tolerance of baseline", checks)
 
@@ -122,13 +136,17 @@ def _check(
     ok = excess <= margin
     reason = f"within {margin:.4g} of baseline {center:.4g}"
     peak_excess = _excess(direction, peak - center) if peak is not None and math.isfinite(peak) else 0.0
-    if not ok and peak_excess > margin and excess <= (1.0 - RECOVERED_SHARE) * peak_excess:
+    undone = 1.0 - excess / peak_excess if peak_excess > margin else 0.0
+    improved = False
+    if not ok and undone >= RECOVERED_SHARE:
         ok = True
-        undone = 1.0 - excess / peak_excess
         reason = f"{current:.4g} has come back {undone:.0%} of the way from {peak:.4g} to baseline {center:.4g}"
     elif not ok:
         reason = f"{current:.4g} is {excess:.4g} worse than baseline {center:.4g} (allowed {margin:.4g})"
-    return SeriesCheck(key, signal, direction, center, current, margin, ok, reason)
+        if undone >= HELPED_SHARE:
+            improved = True
+            reason += f"; back {undone:.0%} of the way from {peak:.4g}"
+    return SeriesCheck(key, signal, direction, center, current, margin, ok, reason, improved)
 
 
 def _excess(direction: Direction, delta: float) -> float:

@@ -62,6 +62,20 @@ def test_provider_outage_fails_over_only_after_a_named_approval(tmp_path: Path) 
     assert approval.seq < intent.seq
 
 
+def test_a_failover_onto_a_slower_backup_that_helped_is_kept_not_undone(tmp_path: Path) -> None:
+    """A failover that undoes most of an outage but leaves the backup's latency cost is kept and handed to a person."""
+    result = _play("provider_outage_after_benign_deploy", tmp_path)
+    assert [(a["action"], a["target"]) for a in result.actions] == [("failover_provider", "llm-alpha")]
+    (incident,) = [i for i in result.incidents if i.action == "failover_provider"]
+    assert incident.state in {"resolved", "escalated"}
+    log = AuditLog(result.db)
+    try:
+        (verification,) = [r for r in log.records(incident_id=incident.id) if r.kind == "verification"]
+    finally:
+        log.close()
+    assert verification.payload["recovered"] or verification.payload["improved"], verification.payload["detail"]
+
+
 def test_benign_deploy_opens_no_incident(tmp_path: Path) -> None:
     """A deploy that changes nothing for the worse leads to no incident and no action."""
     result = _play("benign_deploy", tmp_path)

@@ -61,3 +61,45 @@ def test_detail_is_plain_json_for_the_audit_log() -> None:
     """The per-series detail serialises to canonical JSON (the audit log refuses anything else)."""
     verdict = evaluate_recovery(SPEC, {"a/quality_score": QUALITY_BASE, "b/error_rate": []}, {"a/quality_score": []})
     assert canonical_json(verdict.detail)
+
+
+LATENCY = RecoverySpec(signals=("latency_p95_ms",), wait_s=60.0, tolerance=0.25)
+LATENCY_BASE = [3400.0, 3420.0, 3390.0, 3410.0]
+
+
+def test_an_action_that_undid_most_of_the_excursion_is_improved_not_failed() -> None:
+    """Latency back from 7,700 to 4,400 ms (baseline 3,400) is not recovery, but the action helped."""
+    verdict = evaluate_recovery(
+        LATENCY,
+        {"chat/latency_p95_ms": LATENCY_BASE},
+        {"chat/latency_p95_ms": [4390.0, 4380.0]},
+        {"chat/latency_p95_ms": 7700.0},
+    )
+    assert not verdict.recovered
+    assert verdict.improved, verdict.summary
+    assert verdict.detail["chat/latency_p95_ms"]["improved"] is True
+    assert "77% of the way" in verdict.summary
+
+
+def test_an_action_that_barely_helped_is_neither_recovered_nor_improved() -> None:
+    """Latency down from 7,700 only to 6,500 ms: the action did not help enough to keep on that ground."""
+    verdict = evaluate_recovery(
+        LATENCY,
+        {"chat/latency_p95_ms": LATENCY_BASE},
+        {"chat/latency_p95_ms": [6500.0]},
+        {"chat/latency_p95_ms": 7700.0},
+    )
+    assert not verdict.recovered
+    assert not verdict.improved
+
+
+def test_improved_needs_every_failing_series_to_have_improved() -> None:
+    """One series most of the way back and another not at all is a plain failure."""
+    verdict = evaluate_recovery(
+        LATENCY,
+        {"a/latency_p95_ms": LATENCY_BASE, "b/latency_p95_ms": LATENCY_BASE},
+        {"a/latency_p95_ms": [4390.0], "b/latency_p95_ms": [7600.0]},
+        {"a/latency_p95_ms": 7700.0, "b/latency_p95_ms": 7700.0},
+    )
+    assert not verdict.recovered
+    assert not verdict.improved
