@@ -126,13 +126,20 @@ def _trend_step(S, P, s, ts, x):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def step_rows(  # type: ignore[no-untyped-def]
-    S, P, slots, ts, x, drift, exc, rings, rules, fired, burn
+    S, P, slots, ts, x, drift, exc, rings, rules, fired, burn, lik
 ):
     """Advance each row's series by one sample in place; rows it cannot decide are marked in `exc`
     (their state is left as it was, except the ADWIN block). Burn-rate series also advance their
-    windows (`rings`, `rules`: see `burn_row`). Returns (rows marked, rows that fired a burn rule)."""
+    windows (`rings`, `rules`: see `burn_row`); likelihood series (`lik`: state, parameters, season
+    pools value/first/last, recent rings raw/signed) take their forecast step (`lik_step`).
+    Returns (rows marked, rows that fired a burn rule)."""
     n_exc = 0
     n_fired = 0
+    lik_s, lik_p, tv, tf, tl, rr, rs = lik
+    fc = np.empty(4)
+    hv = np.zeros(4, dtype=np.bool_)
+    er = np.empty(4)
+    sn = np.empty(4)
     for j in range(slots.shape[0]):
         s = slots[j]
         t = ts[j]
@@ -195,6 +202,12 @@ def step_rows(  # type: ignore[no-untyped-def]
             material = size >= (rel if rel >= min_abs else min_abs) and size > 0.0
             if ok_dir and size >= P[s, CONFIRM_Z] * sigma and material and size > S[s, GATE]:
                 exceptional = True
+        if (
+            not exceptional
+            and lik_p[s, LP_HAS] != 0.0
+            and lik_step(lik_s, lik_p, s, t, xv, tv, tf, tl, rr, rs, fc, hv, er, sn)
+        ):
+            exceptional = True
         if exceptional:
             exc[j] = True
             n_exc += 1
@@ -341,3 +354,180 @@ def prepare(table, ids, ts, x, active, S, mark, slots, take):  # type: ignore[no
         if s >= 0:
             mark[s] = False
     return n_take, dup, unknown
+
+
+# -- the forecast-error likelihood (likelihood.ForecastLikelihood) for unknown signals -----------
+# likelihood state columns (must match columnar.LIK_ROWS)
+L_N, L_PREV, L_PREV_TS, L_LEVEL, L_ERR, L_SEEN = 0, 1, 2, 3, 4, 8  # ERR and SEEN: four columns each
+L_RSUM, L_SSUM, L_NAVG, L_MU, L_VAR, L_PEAK, L_COOL, L_HEAD = 12, 13, 14, 15, 16, 17, 18, 19
+L_DW, L_DOFF, L_DCNT, L_WW, L_WOFF, L_WCNT, L_ROFF = 20, 21, 22, 23, 24, 25, 26
+# likelihood parameter columns (must match columnar.LIK_PARAMS)
+LP_HAS, LP_USE, LP_COMBINE, LP_LEVEL_A, LP_ERR_A, LP_WINDOW = 0, 1, 5, 6, 7, 8  # USE: four columns
+LP_HIST_A, LP_MIN_HIST, LP_TAIL, LP_DAY_S, LP_WEEK_S, LP_SEASON_A, LP_DECAY, LP_SURPRISE = 9, 10, 11, 12, 13, 14, 15, 16
+_SCALE_WARMUP = 10.0
+_SQRT2 = math.sqrt(2.0)
+_TAIL_MARGIN = 1.0 + 1e-6  # a tail this close to the threshold is left to Python's own erfc
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def py_mod(v, w):  # type: ignore[no-untyped-def]
+    """Python's `float % float` (fmod, then the sign of the divisor)."""
+    mod = np.fmod(v, w)
+    if mod:
+        if (w < 0) != (mod < 0):
+            mod += w
+    else:
+        mod = math.copysign(0.0, w)
+    return mod
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def season_cell(t, period, width, count):  # type: ignore[no-untyped-def]
+    """SeasonTable._cell: (cell index, period number) of time t."""
+    q = py_floordiv(py_mod(t, period), width)
+    i = np.int64(q) % count
+    k = np.int64(py_floordiv(t, period))
+    return i, k
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def lik_step(L, LP, s, t, xv, tv, tf, tl, rr, rs, fc, hv, er, sn):  # type: ignore[no-untyped-def]
+    """ForecastLikelihood.update for slot s, in place; True (state untouched) when the step may
+    raise a verdict or lay out a season table, which the Python detector then takes itself.
+    `fc, hv, er, sn` are scratch arrays of four (forecasts, has-forecast, errors, seen)."""
+    gap = t - L[s, L_PREV_TS]
+    day_i = week_i = np.int64(-1)
+    day_k = week_k = np.int64(0)
+    for i in range(4):
+        hv[i] = False
+        er[i] = L[s, L_ERR + i]
+        sn[i] = L[s, L_SEEN + i]
+    if LP[s, LP_USE] != 0.0:
+        hv[0] = True
+        fc[0] = L[s, L_PREV]
+    if LP[s, LP_USE + 1] != 0.0:
+        hv[1] = True
+        fc[1] = L[s, L_LEVEL]
+    for tab in range(2):
+        if LP[s, LP_USE + 2 + tab] == 0.0:
+            continue
+        width = L[s, L_DW + 3 * tab]
+        period = LP[s, LP_DAY_S + tab]
+        if width == 0.0:
+            if gap > 0.0 and gap < period:
+                return True  # the table is laid out on this sample: Python does it
+            continue
+        off = np.int64(L[s, L_DOFF + 3 * tab])
+        ci, k = season_cell(t, period, width, np.int64(L[s, L_DCNT + 3 * tab]))
+        if tab == 0:
+            day_i, day_k = ci, k
+        else:
+            week_i, week_k = ci, k
+        first = tf[off + ci]
+        if 0 <= first < k and tl[off + ci] >= k - 1:
+            hv[2 + tab] = True
+            fc[2 + tab] = np.float64(tv[off + ci])
+    err_a = LP[s, LP_ERR_A]
+    n_scores = 0
+    score_sum = 0.0
+    score_min = 0.0
+    direction = 0.0
+    best = -1
+    for i in range(4):
+        if not hv[i]:
+            continue
+        e = xv - fc[i]
+        ae = -e if e < 0 else e
+        seen = sn[i]
+        if seen >= _SCALE_WARMUP:
+            scale = er[i]
+            sc = ae / scale if scale > 0.0 else (0.0 if ae == 0.0 else 10.0)
+            score_sum += sc
+            if n_scores == 0 or sc < score_min:
+                score_min = sc
+            direction += e
+            n_scores += 1
+            if best < 0 or er[i] < er[best]:
+                best = i
+        seen += 1.0
+        sn[i] = seen
+        w = 1.0 / seen if seen * err_a < 1.0 else err_a
+        er[i] += w * (ae - er[i])
+    level = L[s, L_LEVEL]
+    level += LP[s, LP_LEVEL_A] * (xv - level)
+    raw = 0.0
+    if n_scores:
+        combine = LP[s, LP_COMBINE]
+        if combine == 0.0:
+            raw = score_sum / n_scores
+        elif combine == 1.0:
+            raw = score_min
+        else:
+            scale = er[best]
+            d = xv - fc[best]
+            raw = (-d if d < 0 else d) / scale if scale > 0.0 else 0.0
+    window = np.int64(LP[s, LP_WINDOW])
+    head = np.int64(L[s, L_HEAD])
+    roff = np.int64(L[s, L_ROFF])
+    rsum = ssum = n_avg = avg_mu = avg_var = peak = cool = 0.0
+    if n_scores:
+        rsum = L[s, L_RSUM] + raw
+        rsum -= rr[roff + head]
+        ssum = L[s, L_SSUM] + direction
+        ssum -= rs[roff + head]
+        avg = rsum / window
+        n_avg = L[s, L_NAVG] + 1.0
+        avg_mu = L[s, L_MU]
+        avg_var = L[s, L_VAR]
+        peak = L[s, L_PEAK]
+        cool = L[s, L_COOL]
+        if n_avg > LP[s, LP_MIN_HIST]:
+            sd = math.sqrt(avg_var) if avg_var > 0.0 else 1e-12
+            z = (avg - avg_mu) / sd
+            tail = 0.5 * math.erfc(z / _SQRT2)
+            beats_peak = avg > LP[s, LP_SURPRISE] * peak
+            pk = peak * LP[s, LP_DECAY]
+            peak = avg if avg > pk else pk
+            if cool > 0.0:
+                cool -= 1.0
+            elif beats_peak and tail < LP[s, LP_TAIL] * _TAIL_MARGIN:
+                return True  # a verdict (or too close to call): Python raises it
+        hist_a = LP[s, LP_HIST_A]
+        b = 1.0 / n_avg if n_avg * hist_a < 1.0 else hist_a
+        d = avg - avg_mu
+        avg_mu += b * d
+        avg_var = (1.0 - b) * (avg_var + b * d * d)
+    # commit: the step is routine
+    L[s, L_N] += 1.0
+    L[s, L_PREV] = xv
+    L[s, L_LEVEL] = level
+    for i in range(4):
+        L[s, L_ERR + i] = er[i]
+        L[s, L_SEEN + i] = sn[i]
+    alpha = LP[s, LP_SEASON_A]
+    for tab in range(2):
+        ci = day_i if tab == 0 else week_i
+        if ci < 0:
+            continue
+        k = day_k if tab == 0 else week_k
+        at = np.int64(L[s, L_DOFF + 3 * tab]) + ci
+        if tf[at] < 0 or tl[at] < k - 1:
+            tf[at] = k
+            tv[at] = xv
+        else:
+            v = np.float64(tv[at])
+            tv[at] = v + alpha * (xv - v)
+        tl[at] = k
+    L[s, L_PREV_TS] = t
+    if n_scores:
+        rr[roff + head] = raw
+        rs[roff + head] = direction
+        L[s, L_HEAD] = (head + 1) % window
+        L[s, L_RSUM] = rsum
+        L[s, L_SSUM] = ssum
+        L[s, L_NAVG] = n_avg
+        L[s, L_MU] = avg_mu
+        L[s, L_VAR] = avg_var
+        L[s, L_PEAK] = peak
+        L[s, L_COOL] = cool
+    return False

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from array import array
 from collections import deque
 from types import ModuleType
 from typing import Any
@@ -25,7 +26,8 @@ import numpy.typing as npt
 from river import drift
 
 from domain import Anomaly
-from runtime.detection.series import _TREND_W, SeriesDetector
+from runtime.detection.likelihood import FORECASTERS
+from runtime.detection.series import _TREND_W, LikelihoodSeriesDetector, SeriesDetector
 from runtime.detection.windows import BUCKETS_PER_WINDOW, BurnRate, WindowMean
 
 F64 = npt.NDArray[np.float64]
@@ -102,6 +104,10 @@ LAST_TS_ROW = _S["last_ts"]
 
 def eligible(det: SeriesDetector) -> bool:
     """True when the series' next step is routine enough for the columnar path."""
+    if isinstance(det, LikelihoodSeriesDetector):
+        lik = det.lik
+        if lik.n < 1 or len(lik.recent) != lik.p.window:  # still filling its recent window
+            return False
     return (
         det.columnar
         and det.warm is None
@@ -131,6 +137,9 @@ def kernels() -> ModuleType:
             _kernels.T0 == _TREND_AT
             and _S["blk_sum"] == _kernels.BLK_SUM
             and _P["trend_confirm"] == _kernels.TREND_CONFIRM
+            and _L["ring_off"] == _kernels.L_ROFF
+            and _L["seen0"] == _kernels.L_SEEN
+            and _LP["surprise"] == _kernels.LP_SURPRISE
         )
         _warm(_kernels)
         _KERNELS = _kernels
@@ -149,7 +158,7 @@ def _warm(module: ModuleType) -> None:
     module.step_rows(
         cols.state, cols.param, slots, one, one, np.zeros(1, dtype=bool), np.zeros(1, dtype=bool),
         rings.arrays(), rings.rules,
-        np.zeros((1, len(BurnRate.RULES)), dtype=bool), np.empty((1, rings.n_windows)),
+        np.zeros((1, len(BurnRate.RULES)), dtype=bool), np.empty((1, rings.n_windows)), cols.lik.arrays(),
     )  # fmt: skip
     ids = np.zeros(1, dtype=np.intp)
     module.prepare(slots, ids, one, one, cols.active, cols.state, cols.scratch_mark, slots.copy(), cols.active.copy())
@@ -256,6 +265,147 @@ class BurnRings:
         return (self.tot, self.cnt, self.last, self.b_idx, self.b_sum, self.b_cnt, self.act, self.first_ts, self.budget)
 
 
+#: ForecastLikelihood state per slot (`_kernels.L_*`): scalars, then the layout of its tables and ring
+LIK_ROWS = (
+    "n", "prev", "prev_ts", "level", "err0", "err1", "err2", "err3", "seen0", "seen1", "seen2", "seen3",
+    "recent_sum", "signed_sum", "n_avg", "avg_mu", "avg_var", "peak", "cool", "head",
+    "day_width", "day_off", "day_count", "week_width", "week_off", "week_count", "ring_off",
+)  # fmt: skip
+LIK_PARAMS = (
+    "has", "use0", "use1", "use2", "use3", "combine", "level_alpha", "error_alpha", "window",
+    "history_alpha", "min_history", "tail", "day_s", "week_s", "season_alpha", "peak_decay", "surprise",
+)  # fmt: skip
+_L = {name: i for i, name in enumerate(LIK_ROWS)}
+_LP = {name: i for i, name in enumerate(LIK_PARAMS)}
+_COMBINE = {"mean": 0.0, "min": 1.0, "best": 2.0}
+
+
+class LikCols:
+    """The forecast-error likelihood of every unknown-signal series (`ForecastLikelihood`), as rows.
+
+    Scalars are a row of `state`; season tables live in shared pools (`value` float32 as
+    `array('f')` rounds, `first`/`last` int32), the recent raw and signed scores in ring pools;
+    each slot's region is laid out once a table's cell count is fixed and reused afterwards.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.state = np.zeros((capacity, len(LIK_ROWS)))
+        self.param = np.zeros((capacity, len(LIK_PARAMS)))
+        self.value = np.zeros(0, dtype=np.float32)
+        self.first = np.zeros(0, dtype=np.int32)
+        self.last = np.zeros(0, dtype=np.int32)
+        self.raw = np.zeros(0)
+        self.signed = np.zeros(0)
+        self.used_tables = 0
+        self.used_rings = 0
+        self.regions: dict[tuple[int, str], tuple[int, int]] = {}  # (slot, table) -> (offset, count)
+
+    def grow(self, extra: int) -> None:
+        self.state = np.concatenate([self.state, np.zeros((extra, len(LIK_ROWS)))])
+        self.param = np.concatenate([self.param, np.zeros((extra, len(LIK_PARAMS)))])
+
+    def arrays(self) -> tuple[Any, ...]:
+        """As `_kernels.step_rows` takes them."""
+        return (self.state, self.param, self.value, self.first, self.last, self.raw, self.signed)
+
+    def register(self, slot: int, det: SeriesDetector) -> None:
+        if not isinstance(det, LikelihoodSeriesDetector):
+            self.param[slot] = 0.0
+            return
+        lik = det.lik
+        p = lik.p
+        use = [1.0 if name in p.forecasters else 0.0 for name in FORECASTERS]
+        values = {
+            "has": 1.0,
+            "combine": _COMBINE[p.combine],
+            "level_alpha": p.level_alpha,
+            "error_alpha": p.error_alpha,
+            "window": float(p.window),
+            "history_alpha": p.history_alpha,
+            "min_history": float(p.min_history),
+            "tail": p.tail,
+            "day_s": lik.day.period if lik.day is not None else 1.0,
+            "week_s": lik.week.period if lik.week is not None else 1.0,
+            "season_alpha": p.season_alpha,
+            "peak_decay": lik.peak_decay,
+            "surprise": p.surprise,
+        }
+        values.update({f"use{i}": u for i, u in enumerate(use)})
+        self.param[slot] = [values[name] for name in LIK_PARAMS]
+
+    def _region(self, slot: int, name: str, count: int) -> int:
+        """Offset of the slot's region `name` of `count` cells, laid out on first use."""
+        found = self.regions.get((slot, name))
+        if found is not None and found[1] == count:
+            return found[0]
+        ring = name == "ring"
+        used = self.used_rings if ring else self.used_tables
+        pools = ("raw", "signed") if ring else ("value", "first", "last")
+        size = len(getattr(self, pools[0]))
+        if used + count > size:
+            new = max(2 * size, used + count, 1024)
+            for pool in pools:
+                arr = getattr(self, pool)
+                grown = np.zeros(new, dtype=arr.dtype)
+                grown[:size] = arr
+                setattr(self, pool, grown)
+        if ring:
+            self.used_rings = used + count
+        else:
+            self.used_tables = used + count
+        self.regions[(slot, name)] = (used, count)
+        return used
+
+    def adopt(self, slot: int, det: LikelihoodSeriesDetector) -> None:
+        lik = det.lik
+        window = lik.p.window
+        ring = self._region(slot, "ring", window)
+        self.raw[ring : ring + window] = lik.recent
+        self.signed[ring : ring + window] = lik.recent_signed
+        layout: list[float] = []
+        for name, table in (("day", lik.day), ("week", lik.week)):
+            if table is None or not table.width:
+                layout.extend((0.0, 0.0, 0.0))
+                continue
+            count = len(table.value)
+            off = self._region(slot, name, count)
+            self.value[off : off + count] = np.frombuffer(table.value, dtype=np.float32)
+            self.first[off : off + count] = np.frombuffer(table.first, dtype=np.int32)
+            self.last[off : off + count] = np.frombuffer(table.last, dtype=np.int32)
+            layout.extend((table.width, float(off), float(count)))
+        self.state[slot] = [
+            lik.n, lik.prev, lik.prev_ts, lik.level, *lik.err, *lik.seen,
+            lik.recent_sum, lik.signed_sum, lik.n_avg, lik.avg_mu, lik.avg_var, lik.peak, lik.cool, 0.0,
+            *layout, float(ring),
+        ]  # fmt: skip
+
+    def release(self, slot: int, det: LikelihoodSeriesDetector) -> None:
+        lik = det.lik
+        row = self.state[slot].tolist()
+        lik.n = int(row[_L["n"]])
+        lik.prev, lik.prev_ts, lik.level = row[_L["prev"]], row[_L["prev_ts"]], row[_L["level"]]
+        lik.err = row[_L["err0"] : _L["err3"] + 1]
+        lik.seen = [int(v) for v in row[_L["seen0"] : _L["seen3"] + 1]]
+        lik.recent_sum, lik.signed_sum = row[_L["recent_sum"]], row[_L["signed_sum"]]
+        lik.n_avg = int(row[_L["n_avg"]])
+        lik.avg_mu, lik.avg_var, lik.peak = row[_L["avg_mu"]], row[_L["avg_var"]], row[_L["peak"]]
+        lik.cool = int(row[_L["cool"]])
+        head = int(row[_L["head"]])
+        window = lik.p.window
+        ring = int(row[_L["ring_off"]])
+        raw = self.raw[ring : ring + window].tolist()
+        signed = self.signed[ring : ring + window].tolist()
+        lik.recent = raw[head:] + raw[:head]
+        lik.recent_signed = signed[head:] + signed[:head]
+        for name, table in (("day", lik.day), ("week", lik.week)):
+            if table is None or not table.width:
+                continue
+            off, count = self.regions[(slot, name)]
+            table.value = array("f", self.value[off : off + count].tobytes())
+            table.first = array("i", self.first[off : off + count].tobytes())
+            table.last = array("i", self.last[off : off + count].tobytes())
+
+
 class Columns:
     """Slot-indexed state matrix; `active[slot]` says the matrix holds the truth for that series."""
 
@@ -270,6 +420,7 @@ class Columns:
         self.drifted = np.zeros(capacity, dtype=bool)  # adwin[slot]._drift_detected
         self.dets: list[SeriesDetector | None] = [None] * capacity
         self.rings = BurnRings(capacity)
+        self.lik = LikCols(capacity)
         self._mark = np.zeros(capacity, dtype=bool)
         self.poison = np.zeros(capacity, dtype=bool)
 
@@ -304,6 +455,7 @@ class Columns:
         self.drifted = np.concatenate([self.drifted, np.zeros(extra, dtype=bool)])
         self.dets.extend([None] * extra)
         self.rings.grow(extra)
+        self.lik.grow(extra)
         self._mark = np.zeros(cap, dtype=bool)
         self.poison = np.zeros(cap, dtype=bool)
         self.capacity = cap
@@ -340,6 +492,7 @@ class Columns:
             "trend_confirm": p.trend_confirm,
         }
         self.param[slot] = [values[name] for name in PARAMS]
+        self.lik.register(slot, det)
 
     def adopt(self, slot: int) -> None:
         """Move a series' state into the matrix if its next step is routine."""
@@ -356,6 +509,8 @@ class Columns:
         if adwin is not None and _ADWIN_INTERNALS:
             self.helper[slot] = adwin._helper
             self.drifted[slot] = adwin._drift_detected
+        if isinstance(det, LikelihoodSeriesDetector):
+            self.lik.adopt(slot, det)
         self.active[slot] = True
 
     def release(self, slot: int) -> None:
@@ -373,6 +528,8 @@ class Columns:
         if det.burn is not None:
             self.rings.store(slot, det.burn)
         det.stale_reported = bool(self.stale_reported[slot])
+        if isinstance(det, LikelihoodSeriesDetector):
+            self.lik.release(slot, det)
         self.active[slot] = False
 
     def release_all(self) -> None:
@@ -426,8 +583,9 @@ class Columns:
         fired = np.zeros((n, len(BurnRate.RULES)), dtype=bool)
         burn = np.empty((n, rings.n_windows))
         n_exc, n_fired = k.step_rows(
-            self.state, self.param, slots, ts, x, drift_arr, exc, rings.arrays(), rings.rules, fired, burn
-        )
+            self.state, self.param, slots, ts, x, drift_arr, exc, rings.arrays(), rings.rules, fired, burn,
+            self.lik.arrays(),
+        )  # fmt: skip
         self.stale_reported[slots] = False
         back = np.flatnonzero(exc).tolist() if n_exc else []
         burned: list[tuple[int, list[Anomaly]]] = []

@@ -591,11 +591,12 @@ def likelihood_params(p: SignalPolicy) -> LikelihoodParams:
 class LikelihoodSeriesDetector(SeriesDetector):
     """The ensemble plus a forecast-error anomaly likelihood (`likelihood.py`), for series whose
     shape is unknown. Both see every sample; a shift or spike from either one silences the
-    other for `lik_quiet` samples, so one event raises one anomaly. Never on the columnar path.
+    other for `lik_quiet` samples, so one event raises one anomaly. On the columnar path once its
+    recent window is full (`columnar.LikCols`, `_kernels.lik_step`); a step that may alarm is
+    handed back here.
     """
 
     __slots__ = ("lik", "quiet_until")
-    columnar = False
 
     def __init__(self, service: str, signal: str, policy: SignalPolicy) -> None:
         super().__init__(service, signal, policy)
