@@ -28,6 +28,7 @@ class TestValidConfig:
     def test_shipped_example_loads_and_builds_sources(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """The example config at the repo root is valid and every source in it can be built."""
         monkeypatch.setenv("SLACK_WEBHOOK_URL", "https://hooks.example.com/T000/B000")
+        monkeypatch.setenv("DEPLOYER_TOKEN", "Bearer example")
         config = load_config(REPO / "homeostat.example.yaml", check_files=False)  # tokens.yaml is per site
         assert config.constitution.is_file()
         built = build_sources(config)
