@@ -120,6 +120,8 @@ def eligible(det: SeriesDetector) -> bool:
     )
 
 
+MAX_BACKOFF = 64  # polls a likelihood series stays one-by-one after repeated hand-backs
+
 _KERNELS: ModuleType | None = None
 _READY = threading.Event()
 _LOADER: threading.Thread | None = None
@@ -286,6 +288,7 @@ class LikCols:
     Scalars are a row of `state`; season tables live in shared pools (`value` float32 as
     `array('f')` rounds, `first`/`last` int32), the recent raw and signed scores in ring pools;
     each slot's region is laid out once a table's cell count is fixed and reused afterwards.
+    While a slot is active its detector's tables are left empty (the cells live here only once).
     """
 
     def __init__(self, capacity: int) -> None:
@@ -343,7 +346,7 @@ class LikCols:
         pools = ("raw", "signed") if ring else ("value", "first", "last")
         size = len(getattr(self, pools[0]))
         if used + count > size:
-            new = max(2 * size, used + count, 1024)
+            new = max(size + size // 4, used + count, 4096)  # modest slack: pools can be large
             for pool in pools:
                 arr = getattr(self, pool)
                 grown = np.zeros(new, dtype=arr.dtype)
@@ -373,6 +376,8 @@ class LikCols:
             self.first[off : off + count] = np.frombuffer(table.first, dtype=np.int32)
             self.last[off : off + count] = np.frombuffer(table.last, dtype=np.int32)
             layout.extend((table.width, float(off), float(count)))
+            # the pools are the truth now (release writes the cells back): hold them only once
+            table.value, table.first, table.last = array("f"), array("i"), array("i")
         self.state[slot] = [
             lik.n, lik.prev, lik.prev_ts, lik.level, *lik.err, *lik.seen,
             lik.recent_sum, lik.signed_sum, lik.n_avg, lik.avg_mu, lik.avg_var, lik.peak, lik.cool, 0.0,
@@ -421,6 +426,11 @@ class Columns:
         self.dets: list[SeriesDetector | None] = [None] * capacity
         self.rings = BurnRings(capacity)
         self.lik = LikCols(capacity)
+        self.pending: set[int] = set()  # slots adopt(lazy=True) left to the next batch
+        self.backoff: dict[int, int] = {}  # likelihood slots: polls to stay out after a hand-back
+        self.wait: dict[int, int] = {}  # ... and how many of them are left
+        self.adopted_at: dict[int, int] = {}
+        self.rounds = 0  # compiled steps so far (a clock for the back-off)
         self._mark = np.zeros(capacity, dtype=bool)
         self.poison = np.zeros(capacity, dtype=bool)
 
@@ -494,10 +504,20 @@ class Columns:
         self.param[slot] = [values[name] for name in PARAMS]
         self.lik.register(slot, det)
 
-    def adopt(self, slot: int) -> None:
-        """Move a series' state into the matrix if its next step is routine."""
+    def adopt(self, slot: int, lazy: bool = False) -> None:
+        """Move a series' state into the matrix if its next step is routine.
+
+        `lazy` (the one-sample path): a likelihood series is only noted, and moved by the next
+        batch's `adopt_pending`, so feeding samples one at a time never copies its tables back
+        and forth."""
         det = self.dets[slot]
-        if det is None or not eligible(det):
+        if det is None or self.active[slot]:
+            return
+        if lazy and isinstance(det, LikelihoodSeriesDetector):
+            self.pending.add(slot)
+            return
+        self.pending.discard(slot)
+        if not eligible(det):
             return
         row = [float(getattr(det, name)) for name in STATE]
         row.extend(det.trend if det.trend is not None else [0.0] * len(TREND))
@@ -512,6 +532,35 @@ class Columns:
         if isinstance(det, LikelihoodSeriesDetector):
             self.lik.adopt(slot, det)
         self.active[slot] = True
+
+    def adopt_pending(self) -> None:
+        """Adopt the likelihood series that `adopt(lazy=True)` left out (before a batch), except
+        those still backing off after a hand-back (see `handed_back`)."""
+        wait = self.wait
+        for slot in sorted(self.pending):
+            left = wait.get(slot, 0)
+            if left > 0:
+                wait[slot] = left - 1
+                continue
+            self.adopt(slot)
+            self.adopted_at[slot] = self.rounds
+
+    def handed_back(self, slot: int) -> None:
+        """A compiled step handed this slot's row back. A likelihood series (whose tables are copied
+        in and out on every hand-back) then stays on the one-sample path for a number of polls that
+        doubles with each hand-back soon after its adoption (at most `MAX_BACKOFF`), and restarts
+        from one after a long routine run; other series are adopted again at once. Only speed
+        depends on this: both paths give the same numbers."""
+        det = self.dets[slot]
+        if not isinstance(det, LikelihoodSeriesDetector):
+            self.adopt(slot)
+            return
+        backoff = self.backoff.get(slot, 0)
+        if self.rounds - self.adopted_at.get(slot, self.rounds) > 4 * backoff + 4:
+            backoff = 0
+        backoff = min(2 * backoff + 1, MAX_BACKOFF)
+        self.backoff[slot] = self.wait[slot] = backoff
+        self.pending.add(slot)
 
     def release(self, slot: int) -> None:
         """Write the matrix's state back to the series' detector; it is authoritative again."""
@@ -570,6 +619,7 @@ class Columns:
         lists the burn-rate anomalies of the rows that were not handed back.
         """
         k = kernels()
+        self.rounds += 1
         n = len(slots)
         full_rows = np.empty(n, dtype=np.intp)
         means = np.empty(n)

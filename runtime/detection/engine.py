@@ -118,6 +118,8 @@ class DetectionEngine:
             return []
         if self._budget is not None or not kernels_ready(self.wait_for_kernels):
             return self._observe_one_by_one(samples)
+        if self._cols.pending:
+            self._cols.adopt_pending()
         cols = samples.columns() if isinstance(samples, SampleBatch) else None
         if cols is None:
             keys: Sequence[tuple[str, str]] = list(map(_series_of, samples))
@@ -174,7 +176,7 @@ class DetectionEngine:
             det = cols.dets[slot]
             assert det is not None
             hit = det.update(float(ts_arr[j]), float(x_arr[j]), drift=drift)
-            cols.adopt(slot)
+            cols.handed_back(slot)
             if hit:
                 found_at.append((j if row_of is None else int(row_of[j]), hit))
 
@@ -207,6 +209,8 @@ class DetectionEngine:
 
         if self._budget is not None or not kernels_ready(self.wait_for_kernels):
             return [a for i in range(n) for a in slow(i)]
+        if self._cols.pending:
+            self._cols.adopt_pending()
         try:
             ts_arr = np.asarray(ts, dtype=np.float64)
             x_arr = np.asarray(values, dtype=np.float64)
@@ -353,7 +357,7 @@ class DetectionEngine:
         self.accepted += 1
         found = det.update(ts, float(value))
         if slot is not None:
-            self._cols.adopt(slot)
+            self._cols.adopt(slot, lazy=True)
         out = list(found) if found else []
         if self._budget is not None and signal in BUDGET_SIGNALS:
             team = labels.get("team") if labels else None
