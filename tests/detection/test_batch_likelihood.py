@@ -147,6 +147,26 @@ class TestIdenticalToOneByOne:
 
 
 class TestHandBack:
+    def test_a_series_handed_back_again_and_again_backs_off_with_identical_results(self):
+        """A strong daily cycle the robust layer hands back most rows of backs off and still matches."""
+        rng = random.Random(8)
+        keys = [("svc", f"unknown_{s}") for s in range(4)]
+        rows = [
+            [T0 + STEP * i + 0.0 for _ in keys]
+            + [50.0 + 40.0 * math.sin(2 * math.pi * i / PER_DAY + s) + rng.gauss(0.0, 2.0) for s in range(4)]
+            for i in range(4 * PER_DAY)
+        ]
+        reference = DetectionEngine()
+        expected = [
+            a for row in rows for (svc, sig), t, v in zip(keys, row[:4], row[4:], strict=True)
+            for a in reference.observe_value(svc, sig, t, v)
+        ]  # fmt: skip
+        engine = DetectionEngine()
+        got = [a for row in rows for a in engine.observe_columns(keys, row[:4], row[4:])]
+        assert got == expected
+        assert engine.snapshot() == reference.snapshot()
+        assert max(engine._cols.backoff.values()) > 1  # handed back soon after adoption, repeatedly
+
     def test_a_series_goes_compiled_only_once_its_recent_window_is_full(self):
         """A new unknown series stays with its Python detector until its recent window has filled."""
         engine = DetectionEngine()
