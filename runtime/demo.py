@@ -57,7 +57,7 @@ def demo(
         finally:
             audit.close()
         truth = spec.ground_truth
-        expected = "no incident" if not truth.expect_incident else f"{truth.cause.value if truth.cause else '?'}"
+        expected = "no incident" if not truth.incident_expected else f"{truth.cause.value if truth.cause else '?'}"
         acts = ", ".join(f"{a['action']}({a['target']})" for a in result.actions) or "none"
         outcomes = ", ".join(sorted({i.state for i in mine})) or "none"
         ok = _matches(truth, mine, result.actions)
@@ -90,7 +90,7 @@ def _resolve(name: str):  # type: ignore[no-untyped-def]
 
 
 def _matches(truth, incidents, actions) -> bool:  # type: ignore[no-untyped-def]
-    if not truth.expect_incident:
+    if not truth.incident_expected:
         return not incidents and not actions
     taken = {a["action"] for a in actions}
     acceptable = {a.value if hasattr(a, "value") else str(a) for a in truth.acceptable_actions}

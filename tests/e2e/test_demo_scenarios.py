@@ -162,3 +162,12 @@ def _payload_column(conn: sqlite3.Connection) -> tuple[str, str]:
             payload = next(c for c in columns if "payload" in c)
             return table, payload
     pytest.fail("no audit table found")
+
+
+def test_demo_reads_a_fault_scenario_without_expect_incident_as_expecting_one() -> None:
+    """A scenario whose ground truth names a cause but not `expect_incident` is scored as a fault, not a control."""
+    from runtime.demo import _matches
+
+    truth = load_scenario(SCENARIOS / "provider_outage_after_benign_deploy.yaml").ground_truth
+    assert truth.expect_incident is None and truth.incident_expected
+    assert not _matches(truth, [], []), "no incident on a fault scenario is not as expected"
