@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import httpx
+from tests._daemon_harness import REPO, free_port, wait_for
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["REPO", "free_port", "start_cli", "stop", "wait_for"]
 
 
 def start_cli(*args: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -31,20 +21,8 @@ def start_cli(*args: str, log: Path, env: dict[str, str] | None = None) -> subpr
         )
 
 
-def wait_for(what: str, fn: Callable[[], Any], timeout: float, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = fn()
-        except httpx.HTTPError:
-            value = None
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Clean-up: SIGTERM, then SIGKILL if still running after 20 s (unlike the harness's graceful `stop`)."""
     if proc.poll() is None:
         proc.terminate()
         try:
