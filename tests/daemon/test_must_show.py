@@ -24,13 +24,15 @@ from runtime.simulate import SimulatorDriver
 from runtime.supervisor import SupervisorSettings
 from tests._daemon_harness import (
     REPO,
+    bearer,
     cli,
+    daemon_config,
     free_port,
     json_of,
     procs,
     scenario_without_injections,
+    start_simulator,
     stop,
-    tokens_file,
     wait_for,
 )
 
@@ -63,10 +65,6 @@ FOURTH_SERVICE = """fleet:
 APPROVER, VIEWER, AUDITOR = "approver-token-must-show", "viewer-token-must-show", "auditor-token-must-show"
 
 
-def _auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 def _metric(text: str, name: str, **labels: str) -> float:
     """The value of one sample in Prometheus text (0 when absent)."""
     want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
@@ -81,46 +79,13 @@ def _metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-def _write_config(tmp_path: Path, *, sim: str, api_port: int, db: Path) -> Path:
-    tokens = tokens_file(
-        tmp_path, {"ana": (APPROVER, ["approver"]), "vic": (VIEWER, ["viewer"]), "aud": (AUDITOR, ["auditor"])}
-    )
-    path = tmp_path / "homeostat.yaml"
-    path.write_text(
-        f"""database_url: sqlite:///{db}
-constitution: {REPO / "constitution.yaml"}
-sources:
-  - type: simulator
-    url: {sim}
-    interval_s: 0.5
-tools:
-  simulator_url: {sim}
-  allowed_targets: ["*"]
-auth:
-  tokens_file: {tokens}
-api:
-  port: {api_port}
-intervals: {{poll_s: 0.5, approval_expiry_s: 0.5, verification_s: 0.5, checkpoint_s: 2}}
-grace_period_s: 5
-"""
-    )
-    return path
-
-
 def test_an_approved_fault_recovers_then_a_pending_approval_survives_sigterm_and_restart(
     tmp_path: Path, procs: list[subprocess.Popen[bytes]]
 ) -> None:
     """Fault, approve over the API, recovery; second fault, SIGTERM while pending, restart, approve, recovery."""
-    sim_port = free_port()
     scenario = scenario_without_injections("provider_outage", tmp_path)
     scenario.write_text(scenario.read_text().replace("injections: []", FOURTH_SERVICE + "injections: []"))
-    procs.append(
-        cli("sim", "serve", "--scenario", str(scenario), "--port", str(sim_port), "--speed", "0",
-            log=tmp_path / "sim.log")
-    )  # fmt: skip
-    sim = f"http://127.0.0.1:{sim_port}"
-    wait_for("the simulator", lambda: httpx.get(f"{sim}/healthz").status_code == 200, 60)
-    json_of(httpx.post(f"{sim}/advance", json={"seconds": 40 * 60}, timeout=120))  # detector history
+    sim = start_simulator(tmp_path, procs, scenario)
     driver = SimulatorDriver(sim, SPEED)  # then virtual time runs at SPEED x real time
     driver.start()
 
@@ -149,7 +114,8 @@ def _play(
 ) -> None:
     api_port = free_port()
     db = tmp_path / "homeostat.db"
-    config = _write_config(tmp_path, sim=sim, api_port=api_port, db=db)
+    tokens = {"ana": (APPROVER, ["approver"]), "vic": (VIEWER, ["viewer"]), "aud": (AUDITOR, ["auditor"])}
+    config = daemon_config(tmp_path, sim=sim, api_port=api_port, db=db, tokens=tokens)
     api = f"http://127.0.0.1:{api_port}"
 
     def start_daemon(n: int) -> subprocess.Popen[bytes]:
@@ -159,17 +125,17 @@ def _play(
         return daemon
 
     def pending(exclude: set[str]) -> dict[str, Any] | None:
-        rows = json_of(httpx.get(f"{api}/v1/approvals", headers=_auth(VIEWER)))
+        rows = json_of(httpx.get(f"{api}/v1/approvals", headers=bearer(VIEWER)))
         return next((r for r in rows if r["id"] not in exclude), None)
 
     def resolved(incident_id: str) -> dict[str, Any] | None:
-        row = json_of(httpx.get(f"{api}/v1/incidents/{incident_id}", headers=_auth(VIEWER)))
+        row = json_of(httpx.get(f"{api}/v1/incidents/{incident_id}", headers=bearer(VIEWER)))
         assert row["state"] not in {"failed", "escalated", "expired", "rejected"}, row
         return row if row["state"] == "resolved" else None
 
     def second_pending(first_id: str) -> dict[str, Any] | None:
         """The second incident's pending approval; fails at once if the second incident closed instead."""
-        rows = json_of(httpx.get(f"{api}/v1/incidents", headers=_auth(VIEWER)))
+        rows = json_of(httpx.get(f"{api}/v1/incidents", headers=bearer(VIEWER)))
         others = [r for r in rows if r["id"] != first_id]
         closed = [r for r in others if r["state"] in {"failed", "escalated", "expired", "rejected"}]
         assert not closed, f"the second outage was not proposed for approval: {others}"
@@ -182,9 +148,9 @@ def _play(
     json_of(httpx.post(f"{sim}/faults", json=outage))
     first = wait_for("a proposal awaiting approval", lambda: pending(set()), 120, 0.5)
     assert first["action"] == "failover_provider", first
-    refused = httpx.post(f"{api}/v1/incidents/{first['id']}/approve", headers=_auth(VIEWER), json={"comment": "x"})
+    refused = httpx.post(f"{api}/v1/incidents/{first['id']}/approve", headers=bearer(VIEWER), json={"comment": "x"})
     assert refused.status_code == 403  # a viewer cannot approve
-    json_of(httpx.post(f"{api}/v1/incidents/{first['id']}/approve", headers=_auth(APPROVER), json={"comment": "go"}))
+    json_of(httpx.post(f"{api}/v1/incidents/{first['id']}/approve", headers=bearer(APPROVER), json={"comment": "go"}))
     first_done = wait_for("incident 1 to resolve", lambda: resolved(first["id"]), 120, 0.5)
     faults = json_of(httpx.get(f"{sim}/faults"))
     assert not faults["active"], faults  # the failover cleared the outage in the simulator
@@ -208,7 +174,7 @@ def _play(
     start_daemon(2)
     still = wait_for("the restarted daemon to list the pending approval", lambda: pending({first["id"]}), 30)
     assert still["id"] == second["id"] and still["action"] == "failover_provider", still
-    json_of(httpx.post(f"{api}/v1/incidents/{second['id']}/approve", headers=_auth(APPROVER), json={"comment": "ok"}))
+    json_of(httpx.post(f"{api}/v1/incidents/{second['id']}/approve", headers=bearer(APPROVER), json={"comment": "ok"}))
     wait_for("incident 2 to resolve", lambda: resolved(second["id"]), 120, 0.5)
     assert not json_of(httpx.get(f"{sim}/faults"))["active"]  # failing back cleared the second outage
     topology = json_of(httpx.get(f"{sim}/topology"))["services"]
@@ -220,7 +186,7 @@ def _play(
     # -- every action ran exactly once by key, and the audit chain verifies -----------------
     def audit(kind: str) -> list[dict[str, Any]]:
         params = {"kind": kind, "limit": 1000}
-        return list(json_of(httpx.get(f"{api}/v1/audit", params=params, headers=_auth(AUDITOR))))
+        return list(json_of(httpx.get(f"{api}/v1/audit", params=params, headers=bearer(AUDITOR))))
 
     intent_records = audit("action_intent")
     intents = Counter(r["payload"]["idempotency_key"] for r in intent_records)

@@ -8,14 +8,8 @@ audit log records the action's result as the webhook's answer.
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +18,19 @@ import pytest
 
 from runtime.audit import AuditLog
 from runtime.simulate import SimulatorDriver
-from tests._daemon_harness import REPO, cli, free_port, json_of, procs, scenario_without_injections, stop, wait_for
+from tests._daemon_harness import (
+    LoopbackJSONServer,
+    Seen,
+    cli,
+    daemon_config,
+    free_port,
+    json_of,
+    procs,
+    scenario_without_injections,
+    start_simulator,
+    stop,
+    wait_for,
+)
 
 __all__ = ["procs"]  # the fixture, re-exported for pytest
 
@@ -40,88 +46,46 @@ rules:
 """
 
 
-@dataclass
-class Receiver:
-    """The remediation endpoint: records each call and answers 200 only with the right bearer token."""
-
-    calls: list[tuple[str, dict[str, str], dict[str, Any]]] = field(default_factory=list)
-
-    def serve(self) -> ThreadingHTTPServer:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                receiver.calls.append((self.path, headers, body))
-                ok = headers.get("authorization") == f"Bearer {TOKEN}"
-                data = json.dumps({"accepted": ok, "ticket": f"chg-{len(receiver.calls)}"}).encode()
-                self.send_response(200 if ok else 401)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *_args: Any) -> None:
-                return
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        return server
+def _remediate(request: Seen) -> tuple[int, Any]:
+    """The remediation endpoint's answer: 200 only with the right bearer token, and a ticket per call."""
+    ok = request.headers.get("authorization") == f"Bearer {TOKEN}"
+    return (200 if ok else 401), {"accepted": ok, "ticket": f"chg-{request.number}"}
 
 
 @pytest.fixture
-def receiver() -> Iterator[tuple[str, Receiver]]:
-    recorder = Receiver()
-    server = recorder.serve()
-    yield f"http://127.0.0.1:{server.server_address[1]}", recorder
-    server.shutdown()
-    server.server_close()
+def receiver() -> Iterator[LoopbackJSONServer]:
+    with LoopbackJSONServer(_remediate) as server:
+        yield server
 
 
 def test_a_remediation_goes_to_the_configured_webhook_target(
-    tmp_path: Path, procs: list[subprocess.Popen[bytes]], receiver: tuple[str, Receiver]
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]], receiver: LoopbackJSONServer
 ) -> None:
     """A provider outage's failover is POSTed to the webhook target with its idempotency key and env-held token."""
-    hook_url, seen = receiver
-    sim_port, api_port = free_port(), free_port()
-    procs.append(
-        cli("sim", "serve", "--scenario", str(scenario_without_injections("provider_outage", tmp_path)),
-            "--port", str(sim_port), "--speed", "0", log=tmp_path / "sim.log")
-    )  # fmt: skip
-    sim = f"http://127.0.0.1:{sim_port}"
-    wait_for("the simulator", lambda: httpx.get(f"{sim}/healthz").status_code == 200, 60)
-    json_of(httpx.post(f"{sim}/advance", json={"seconds": 40 * 60}, timeout=120))  # detector history
+    sim = start_simulator(tmp_path, procs, scenario_without_injections("provider_outage", tmp_path))
     constitution = tmp_path / "constitution.yaml"
     constitution.write_text(FAILOVER_ON_ITS_OWN)
     db = tmp_path / "homeostat.db"
-    config = tmp_path / "homeostat.yaml"
-    config.write_text(
-        f"""database_url: sqlite:///{db}
-constitution: {constitution}
-sources:
-  - type: simulator
-    url: {sim}
-    interval_s: 0.5
-tools:
-  allowed_targets: ["*"]
-  webhook_targets:
-    "llm-*":
-      url: {hook_url}/remediate
-      actions: [failover_provider]
-      headers: {{X-Source: homeostat}}
-      headers_env: {{Authorization: REMEDIATION_AUTH}}
-api:
-  port: {api_port}
-intervals: {{poll_s: 0.5, approval_expiry_s: 0.5, verification_s: 0.5, checkpoint_s: 2}}
-grace_period_s: 5
-"""
+    api_port = free_port()
+    target = {
+        "url": f"{receiver.url}/remediate",
+        "actions": ["failover_provider"],
+        "headers": {"X-Source": "homeostat"},
+        "headers_env": {"Authorization": "REMEDIATION_AUTH"},
+    }
+    config = daemon_config(
+        tmp_path,
+        sim=sim,
+        api_port=api_port,
+        db=db,
+        constitution=constitution,
+        act_on_simulator=False,
+        webhook_targets={"llm-*": target},
     )
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "REMEDIATION_AUTH": f"Bearer {TOKEN}"}
     log = tmp_path / "daemon.log"
-    command = [sys.executable, "-m", "runtime.cli", "run", "--config", str(config), "--clock", "simulator"]
-    with log.open("wb") as out:
-        daemon = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=out, env=env)
+    daemon = cli(
+        "run", "--config", str(config), "--clock", "simulator", log=log, env={"REMEDIATION_AUTH": f"Bearer {TOKEN}"}
+    )
     procs.append(daemon)
     driver = SimulatorDriver(sim, 10.0)
     driver.start()
@@ -130,11 +94,12 @@ grace_period_s: 5
         wait_for("the daemon's API", lambda: httpx.get(f"{api}/readyz").status_code == 200, 90)
         outage = {"fault": "provider_outage", "provider": "llm-alpha", "severity": 1.0, "shape": "sudden"}
         json_of(httpx.post(f"{sim}/faults", json=outage))
-        wait_for("a remediation at the webhook target", lambda: seen.calls, 150, 0.5)
+        wait_for("a remediation at the webhook target", lambda: receiver.requests, 150, 0.5)
     finally:
         driver.stop()
         assert stop(daemon) == 0, log.read_text()[-3000:]
-    path, headers, body = seen.calls[0]
+    call = receiver.requests[0]
+    path, headers, body = call.path, call.headers, call.json()
     assert path == "/remediate"
     assert (body["action"], body["target"]) == ("failover_provider", "llm-alpha")
     assert headers["authorization"] == f"Bearer {TOKEN}" and headers["x-source"] == "homeostat"

@@ -10,29 +10,24 @@ backup), so the old (action, target) guard let them run on their own; now they w
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from runtime.audit import AuditLog
-from runtime.gameday import ScriptedApprover, play_scenario
-from runtime.loop import LoopOptions
-from simulations._scenario import load_scenario
+from tests._flap_world import (
+    ALPHA_FAILS,
+    BETA_DEGRADES,
+    failover_decisions,
+    failover_scenario,
+    flap_guard_reason,
+    play_in_loop,
+)
 
-SLOW_BACKUP = """\
-name: slow_backup_failback
-description: llm-alpha fails at 40m; its backup llm-beta answers three times slower.
-seed: 2202
-duration: 1h
-start: 2026-03-02T09:00:00Z
-fleet:
-  providers:
-    llm-beta: {latency_factor: 3.0, error_rate: 0.002}
-injections:
-  - {type: fault, at: 40m, fault: provider_outage, provider: llm-alpha, severity: 1.0, shape: sudden}
-ground_truth:
-  cause: provider_degradation
-  service: support-chat
-  provider: llm-alpha
-  acceptable_actions: [failover_provider]
-"""
+SLOW_BACKUP = failover_scenario(
+    name="slow_backup_failback",
+    description="llm-alpha fails at 40m; its backup llm-beta answers three times slower.",
+    duration="1h",
+    fleet="fleet:\n  providers:\n    llm-beta: {latency_factor: 3.0, error_rate: 0.002}\n",
+    injections=[ALPHA_FAILS],
+)
 
 FAILOVER_ON_ITS_OWN = """\
 default: {verdict: approval}
@@ -44,52 +39,31 @@ rules:
 """
 
 
-BACKUP_DEGRADES_LATER = """\
-name: backup_degrades_later
-description: llm-alpha fails at 40m; the failover to llm-beta recovers; llm-beta degrades at 60m.
-seed: 2202
-duration: 1h05m
-start: 2026-03-02T09:00:00Z
-injections:
-  - {type: fault, at: 40m, fault: provider_outage, provider: llm-alpha, severity: 1.0, shape: sudden}
-  - {type: fault, at: 60m, fault: provider_outage, provider: llm-beta, severity: 0.6, shape: sudden}
-ground_truth:
-  cause: provider_degradation
-  service: support-chat
-  provider: llm-alpha
-  acceptable_actions: [failover_provider]
-"""
+BACKUP_DEGRADES_LATER = failover_scenario(
+    name="backup_degrades_later",
+    description="llm-alpha fails at 40m; the failover to llm-beta recovers; llm-beta degrades at 60m.",
+    duration="1h05m",
+    injections=[ALPHA_FAILS, BETA_DEGRADES],
+)
 
 
-def _play(
-    tmp_path: Path, scenario_text: str, approvers: tuple[ScriptedApprover, ...] = ()
-) -> tuple[list[dict[str, str]], list[dict]]:
-    scenario = tmp_path / "scenario.yaml"
-    scenario.write_text(scenario_text)
-    constitution = tmp_path / "constitution.yaml"
-    constitution.write_text(FAILOVER_ON_ITS_OWN)
-    db = tmp_path / "loop.sqlite"
-    result = play_scenario(
-        load_scenario(scenario),
-        db=str(db),
-        approvers=approvers,
-        options=LoopOptions(db=str(db), constitution_path=constitution),
-    )
-    decisions = [r.payload for r in AuditLog(str(db)).records(kind="decision")]
-    return result.actions, decisions
+def _play(tmp_path: Path, scenario_text: str) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """Play with nobody approving; the actions run, and the first two failover decisions (exactly two)."""
+    result, records = play_in_loop(tmp_path, scenario_text, FAILOVER_ON_ITS_OWN)
+    failovers = failover_decisions(records)
+    assert [d["proposal"]["target"] for d in failovers] == ["llm-alpha", "llm-beta"]
+    first, back = failovers
+    return result.actions, first, back
 
 
 def test_failing_back_from_a_slow_backup_waits_for_a_person(tmp_path: Path) -> None:
     """The undo of a failover (backup -> primary) is held back with a flap-guard reason, and never runs unanswered."""
-    actions, decisions = _play(tmp_path, SLOW_BACKUP)
-    failovers = [d for d in decisions if d["proposal"]["action"] == "failover_provider"]
-    assert [d["proposal"]["target"] for d in failovers] == ["llm-alpha", "llm-beta"]
-    first, back = failovers
+    actions, first, back = _play(tmp_path, SLOW_BACKUP)
     assert first["decision"]["verdict"] == "auto"
     assert back["proposal"]["parameters"]["to_provider"] == "llm-alpha"  # the provider pair reversed
     assert back["decision"]["verdict"] == "approval"
     assert back["decision"]["approval"]["on_timeout"] == "reject"  # approval_defaults said auto
-    (reason,) = [r for r in back["decision"]["reasons"] if r.startswith("flap guard:")]
+    reason = flap_guard_reason(back)
     assert "'llm-beta'" in reason and "'llm-alpha'" in reason
     # Nobody answered: only the first failover ever reached the fleet.
     assert [(a["action"], a["target"]) for a in actions] == [("failover_provider", "llm-alpha")]
@@ -97,13 +71,10 @@ def test_failing_back_from_a_slow_backup_waits_for_a_person(tmp_path: Path) -> N
 
 def test_failing_over_a_backup_that_degrades_later_waits_for_a_person(tmp_path: Path) -> None:
     """A new incident's failover of the backup about 20 minutes on (not an undo) is held back too."""
-    actions, decisions = _play(tmp_path, BACKUP_DEGRADES_LATER)
-    failovers = [d for d in decisions if d["proposal"]["action"] == "failover_provider"]
-    assert [d["proposal"]["target"] for d in failovers] == ["llm-alpha", "llm-beta"]
-    first, back = failovers
+    actions, first, back = _play(tmp_path, BACKUP_DEGRADES_LATER)
     assert first["decision"]["verdict"] == "auto"
     assert back["proposal"]["parameters"] == {}  # a fresh proposal, not the undo
     assert back["decision"]["verdict"] == "approval"
-    (reason,) = [r for r in back["decision"]["reasons"] if r.startswith("flap guard:")]
+    reason = flap_guard_reason(back)
     assert "'llm-beta'" in reason and "'llm-alpha'" in reason
     assert [(a["action"], a["target"]) for a in actions] == [("failover_provider", "llm-alpha")]

@@ -17,29 +17,26 @@ import pytest
 
 from domain import ActionName, ActionOutcome, Cause, Decision, OutcomeStatus, Proposal, Verdict, VirtualClock
 from runtime.audit import AuditLog
-from runtime.gameday import DEFAULT_APPROVERS, ScriptedApprover, play_scenario
+from runtime.gameday import DEFAULT_APPROVERS, ScriptedApprover
 from runtime.journal import Journal
-from runtime.loop import LoopOptions
-from simulations._scenario import load_scenario
+from tests._flap_world import (
+    ALPHA_FAILS,
+    BETA_DEGRADES,
+    failover_decisions,
+    failover_scenario,
+    flap_guard_reason,
+    play_in_loop,
+)
 from tools import ActionRequest
 
 START = datetime(2026, 4, 1, tzinfo=UTC)
 
-SCENARIO = """\
-name: backup_degrades_after_approved_failover
-description: llm-alpha fails at 40m; the approved failover to llm-beta recovers; llm-beta degrades at 60m.
-seed: 2202
-duration: 1h10m
-start: 2026-03-02T09:00:00Z
-injections:
-  - {type: fault, at: 40m, fault: provider_outage, provider: llm-alpha, severity: 1.0, shape: sudden}
-  - {type: fault, at: 60m, fault: provider_outage, provider: llm-beta, severity: 0.6, shape: sudden}
-ground_truth:
-  cause: provider_degradation
-  service: support-chat
-  provider: llm-alpha
-  acceptable_actions: [failover_provider]
-"""
+SCENARIO = failover_scenario(
+    name="backup_degrades_after_approved_failover",
+    description="llm-alpha fails at 40m; the approved failover to llm-beta recovers; llm-beta degrades at 60m.",
+    duration="1h10m",
+    injections=[ALPHA_FAILS, BETA_DEGRADES],
+)
 
 EVERY_FAILOVER_NEEDS_A_PERSON = """\
 default: {verdict: approval}
@@ -52,21 +49,9 @@ rules:
 
 def test_failback_after_an_approved_failover_names_the_shared_service(tmp_path: Path) -> None:
     """The second failover's decision names a service the approved first failover moved, not an unknown destination."""
-    scenario = tmp_path / "scenario.yaml"
-    scenario.write_text(SCENARIO)
-    constitution = tmp_path / "constitution.yaml"
-    constitution.write_text(EVERY_FAILOVER_NEEDS_A_PERSON)
-    db = tmp_path / "loop.sqlite"
     approver = ScriptedApprover(DEFAULT_APPROVERS[0].identity, delay_s=60.0)
-    result = play_scenario(
-        load_scenario(scenario),
-        db=str(db),
-        approvers=(approver,),
-        options=LoopOptions(db=str(db), constitution_path=constitution),
-    )
-    records = list(AuditLog(str(db)).records())
-    decisions = [r.payload for r in records if r.kind == "decision"]
-    failovers = [d for d in decisions if d["proposal"]["action"] == "failover_provider"]
+    result, records = play_in_loop(tmp_path, SCENARIO, EVERY_FAILOVER_NEEDS_A_PERSON, (approver,))
+    failovers = failover_decisions(records)
     assert [d["proposal"]["target"] for d in failovers][:2] == ["llm-alpha", "llm-beta"], failovers
     first, back = failovers[:2]
     assert (result.actions[0]["action"], result.actions[0]["target"]) == ("failover_provider", "llm-alpha")
@@ -76,7 +61,7 @@ def test_failback_after_an_approved_failover_names_the_shared_service(tmp_path: 
         if r.kind == "action_result" and r.payload["outcome"]["effect"].get("moved")
     )
     assert {m["to"] for m in moved.values()} == {"llm-beta"}
-    (reason,) = [r for r in back["decision"]["reasons"] if r.startswith("flap guard:")]
+    reason = flap_guard_reason(back)
     assert "same service" in reason, reason
     assert "not recorded" not in reason, reason
     shared = [s for s in moved if f"'{s}'" in reason.split("same service", 1)[1]]
