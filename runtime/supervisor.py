@@ -1,10 +1,15 @@
 """The supervisor: groups anomalies into incidents and drives one incident-graph thread each.
 
-Anomalies whose timestamps lie close together, or on a service that already has an open incident,
-join that incident; a new incident waits a short settle period so that correlated symptoms
-(every service on one provider, say) reach the diagnoser together. The supervisor resumes
-threads that wait for approval answers or for the end of a recovery window, and expires
-approvals whose timeout passed. It is also the `IncidentService` the API and CLI talk to.
+An anomaly on a service that already has an open incident joins it; one whose timestamp lies close
+to an anomaly of a settling incident joins that one, so a cascade whose symptoms arrive in a chain
+stays one incident. A new incident waits a short settle period (extended while symptoms keep
+arriving, up to a cap) so that correlated symptoms (every service on one provider, say) reach the
+diagnoser together. For a cooldown after an action resolved an incident, only the moves that action
+is expected to cause (its catalog entry's `expected_costs`) are absorbed into it; anything else on
+its services, and any recurrence of what the incident was about, opens a new incident that records
+which one it follows. The supervisor resumes threads that wait for approval answers or for the end
+of a recovery window, and expires approvals whose timeout passed. It is also the `IncidentService`
+the API and CLI talk to.
 """
 
 from __future__ import annotations
@@ -20,11 +25,21 @@ from langgraph.types import Command
 
 from agents.approvals import ApprovalRefused, check_answer
 from agents.graph import initial_state
-from domain import Anomaly, Approval, ApprovalRequirement, IncidentState, Proposal, Severity
+from domain import (
+    Anomaly,
+    Approval,
+    ApprovalRequirement,
+    Direction,
+    IncidentState,
+    Proposal,
+    Severity,
+    bad_direction,
+)
 from domain.clock import Clock
 from runtime.journal import Journal
 from runtime.ports import ApprovalError, Identity
 from runtime.store import ApprovalAnswerRow, IncidentRow, IncidentStore
+from tools import spec_for
 
 log = structlog.get_logger("homeostat.supervisor")
 
@@ -32,16 +47,39 @@ log = structlog.get_logger("homeostat.supervisor")
 @dataclass(frozen=True, slots=True)
 class SupervisorSettings:
     settle_s: float = 60.0
-    """Seconds a new incident waits for correlated anomalies before diagnosis starts."""
+    """Seconds a new incident waits for correlated anomalies before diagnosis starts; each anomaly
+    that joins it while it settles restarts the wait, up to `settle_max_s`."""
+    settle_max_s: float = 60.0
+    """Hard cap on the settle period, in seconds after the incident opened (3 x settle_s): a steady
+    trickle of anomalies cannot keep an incident from being diagnosed. Wall clock."""
     group_window_s: float = 180.0
-    """Anomalies on other services whose timestamps lie within this many seconds of a settling
-    incident's onset (its earliest anomaly's timestamp) join it. Data time, not the wall clock."""
+    """Anomalies on other services whose timestamps lie within this many seconds of the nearest
+    anomaly of a settling incident join it, so a chained cascade stays one incident. Data time."""
+    group_span_s: float = 900.0
+    """An incident's anomalies span at most this many seconds of data time: past it, a chain of
+    anomalies (a backlog delivered at once, say) opens a new incident instead of joining."""
     cooldown_s: float = 900.0
-    """After an action resolved an incident, anomalies on its services this soon are recorded on it
-    (side effects of the action), not opened as new incidents."""
+    """After an action resolved an incident, the moves that action is expected to cause on the
+    services it changed (its catalog `expected_costs`) this soon are recorded on it, not opened as
+    new incidents. Any other anomaly there opens a new incident that follows the resolved one."""
     id_prefix: str = "inc"
     """Incident ids are `<prefix>-<onset>-<service>`, and a supervisor only groups into and drives
     incidents with its own prefix (game days sharing one database use the scenario name)."""
+
+    def __post_init__(self) -> None:
+        for name in ("settle_s", "settle_max_s", "group_window_s", "group_span_s", "cooldown_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"SupervisorSettings.{name} must be >= 0 seconds, got {getattr(self, name)}")
+        if self.settle_max_s < self.settle_s:
+            raise ValueError(
+                f"SupervisorSettings.settle_max_s ({self.settle_max_s}) must be >= settle_s ({self.settle_s}): "
+                "it caps how far joining anomalies may extend the settle period"
+            )
+        if self.group_span_s < self.group_window_s:
+            raise ValueError(
+                f"SupervisorSettings.group_span_s ({self.group_span_s}) must be >= group_window_s "
+                f"({self.group_window_s})"
+            )
 
 
 class Supervisor:
@@ -78,43 +116,128 @@ class Supervisor:
 
     def _attach(self, anomaly: Anomaly) -> str:
         now = self._clock.now()
+        existing = self._store.get(self._incident_id(anomaly))
+        if existing is not None and existing.final and anomaly.id in {a.id for a in self._members(existing.id)}:
+            # The same anomaly seen again (telemetry re-delivered after a restart): it belongs to the
+            # incident it opened, which is not reopened, nor is the anomaly news for anyone else.
+            log.info("anomaly.already_recorded", anomaly=anomaly.id, incident_id=existing.id)
+            return existing.id
         rows = self._store.list(prefix=self._settings.id_prefix, limit=200)
+        follows: Aftermath | None = None
+        for row in rows:  # newest first
+            if not row.final:
+                if anomaly.service in row.services:
+                    self._join(row, anomaly, new_service=False)
+                    return row.id
+            elif follows is None and self._in_cooldown(row, now):
+                judged = self._aftermath(row, anomaly)
+                if judged is None:
+                    continue
+                if judged.absorbed:
+                    self._join(row, anomaly, new_service=False, absorbed=judged.reason)
+                    return row.id
+                follows = judged  # a new incident, after the most recent action on this service
         for row in rows:
-            if anomaly.service in row.services and (not row.final or self._absorbs_side_effects(row, now)):
-                self._join(row, anomaly, new_service=False)
-                return row.id
-        for row in rows:
-            # Data time against data time: the incident's onset is its earliest anomaly's
-            # timestamp, so telemetry whose clock runs ahead of or behind ours still groups.
-            settling = not row.graph_started and not row.final
-            apart_s = abs((anomaly.ts - datetime.fromisoformat(row.onset)).total_seconds())
-            if settling and apart_s < self._settings.group_window_s:
+            if not row.graph_started and not row.final and self._groups_with(row, anomaly):
                 self._join(row, anomaly, new_service=True)
                 return row.id
-        existing = self._store.get(self._incident_id(anomaly))
-        if existing is not None:
-            # The same anomaly seen again (telemetry re-delivered after a restart): it belongs to the
-            # incident it opened; a closed incident is not reopened under its own id.
-            if not existing.final:
-                self._join(existing, anomaly, new_service=False)
-            else:
-                log.info("anomaly.already_recorded", anomaly=anomaly.id, incident_id=existing.id)
+        if existing is not None and not existing.final:
+            self._join(existing, anomaly, new_service=False)
             return existing.id
-        return self._open(anomaly)
+        return self._open(anomaly, follows=follows)
 
-    def _incident_id(self, anomaly: Anomaly) -> str:
-        return f"{self._settings.id_prefix}-{anomaly.ts:%Y%m%dT%H%M%S}-{anomaly.service}"
+    def _incident_id(self, anomaly: Anomaly, attempt: int = 1) -> str:
+        base = f"{self._settings.id_prefix}-{anomaly.ts:%Y%m%dT%H%M%S}-{anomaly.service}"
+        return base if attempt == 1 else f"{base}-{attempt}"
 
-    def _absorbs_side_effects(self, row: IncidentRow, now: datetime) -> bool:
-        """A closed incident whose action changed something absorbs its services' anomalies for a
-        cooldown: they are the action's expected side effects (a failover costs latency), not news.
-        Incidents closed without changing anything (transient, escalated, denied) absorb nothing."""
+    def _free_incident_id(self, anomaly: Anomaly) -> str:
+        """The anomaly's incident id; if a closed incident holds it (a different anomaly with the
+        same timestamp and service), the first free `-2`, `-3`, ... variant. Never a closed one."""
+        attempt = 1
+        while self._store.get(self._incident_id(anomaly, attempt)) is not None:
+            attempt += 1
+        return self._incident_id(anomaly, attempt)
+
+    def _groups_with(self, row: IncidentRow, anomaly: Anomaly) -> bool:
+        """Whether `anomaly` lies within the group window of the nearest anomaly of settling `row`,
+        without stretching the incident past `group_span_s` of data time.
+
+        Data time against data time (the anomalies' own timestamps), so telemetry whose clock runs
+        ahead of or behind ours still groups. The members span [onset, latest]; an anomaly inside
+        that span is next to a member, one outside it is nearest to an end.
+        """
+        onset = datetime.fromisoformat(row.onset)
+        latest = max((a.ts for a in self._members(row.id)), default=onset)
+        earliest, last = min(onset, anomaly.ts), max(latest, anomaly.ts)
+        if (last - earliest).total_seconds() > self._settings.group_span_s:
+            return False
+        gap_s = max((onset - anomaly.ts).total_seconds(), (anomaly.ts - latest).total_seconds(), 0.0)
+        return gap_s < self._settings.group_window_s
+
+    def _members(self, incident_id: str) -> list[Anomaly]:
+        """The anomalies recorded on an incident, from the journal (the record of truth)."""
+        anomalies: list[Anomaly] = []
+        for record in self._journal.records(incident_id=incident_id):
+            if record.kind == "incident_opened":
+                anomalies.extend(Anomaly.model_validate(a) for a in record.payload["anomalies"])
+            elif record.kind == "observation":
+                anomalies.append(Anomaly.model_validate(record.payload["anomaly"]))
+        return anomalies
+
+    def _in_cooldown(self, row: IncidentRow, now: datetime) -> bool:
+        """A closed incident whose action changed something, closed less than `cooldown_s` ago.
+        Incidents closed without changing anything (transient, escalated, denied) have no aftermath."""
         changed_something = row.action is not None and row.action != "escalate" and row.state == "resolved"
         return changed_something and _seconds_between(row.updated_at, now) < self._settings.cooldown_s
 
-    def _open(self, anomaly: Anomaly) -> str:
+    def _aftermath(self, row: IncidentRow, anomaly: Anomaly) -> Aftermath | None:
+        """How an anomaly soon after `row`'s action relates to it; None if not on a service it changed.
+
+        Not absorbed, in this order: a recurrence (see `_recurs`), then anything the action did not
+        declare as an expected cost (an error surge after a failover). Absorbed: a declared expected
+        cost, or a move in the direction that is good for the signal (quality up).
+        """
+        assert row.action is not None
+        spec = spec_for(row.action)
+        about, changed = self._before_and_changed(row)
+        if anomaly.service not in changed:
+            return None
+        what = f"{anomaly.signal} {anomaly.direction.value} on {anomaly.service}"
+        if _recurs(anomaly, about):
+            return Aftermath(row.id, False, f"{what}: a recurrence of what {row.id} was about")
+        if spec.expects(anomaly.signal, anomaly.direction):
+            return Aftermath(row.id, True, f"{what}: an expected cost of {spec.name.value}")
+        if _improves(anomaly):
+            return Aftermath(row.id, True, f"{what}: an improvement, not a fault")
+        return Aftermath(row.id, False, f"{what}: not an expected cost of {spec.name.value}")
+
+    def _before_and_changed(self, row: IncidentRow) -> tuple[list[Anomaly], frozenset[str]]:
+        """What the incident was about (its anomalies recorded before its first action intent) and
+        which services it changed: its own and every one its actions reported moving (all that a
+        failover moved), from the journal's action intents and results."""
+        about: list[Anomaly] = []
+        changed = set(row.services)
+        acted = False
+        for record in self._journal.records(incident_id=row.id):
+            payload = record.payload
+            if record.kind == "incident_opened" and not acted:
+                about.extend(Anomaly.model_validate(a) for a in payload["anomalies"])
+            elif record.kind == "observation" and not acted:
+                about.append(Anomaly.model_validate(payload["anomaly"]))
+            elif record.kind == "action_intent":
+                acted = True
+                asked = (payload.get("parameters") or {}).get("services")
+                if isinstance(asked, list):
+                    changed.update(s for s in asked if isinstance(s, str))
+            elif record.kind == "action_result":
+                moved = ((payload.get("outcome") or {}).get("effect") or {}).get("moved")
+                if isinstance(moved, dict):
+                    changed.update(s for s in moved if isinstance(s, str))
+        return about, frozenset(changed)
+
+    def _open(self, anomaly: Anomaly, *, follows: Aftermath | None = None) -> str:
         now = self._clock.now()
-        incident_id = self._incident_id(anomaly)
+        incident_id = self._free_incident_id(anomaly)
         row = IncidentRow(
             id=incident_id,
             state=IncidentState.OPEN.value,
@@ -126,27 +249,48 @@ class Supervisor:
             anomaly_count=1,
         )
         self._store.add(row)
-        self._journal.append(
-            "incident_opened",
-            {"services": [anomaly.service], "anomalies": [anomaly.model_dump(mode="json")]},
+        payload: dict[str, Any] = {"services": [anomaly.service], "anomalies": [anomaly.model_dump(mode="json")]}
+        if follows is not None:
+            # The flap guard and a human should see that this came right after an action resolved
+            # another incident on the same service, and why it was not taken as that action's cost.
+            payload |= {"follows": follows.incident_id, "follows_because": follows.reason}
+        self._journal.append("incident_opened", payload, incident_id=incident_id, ts=now)
+        log.info(
+            "incident.opened",
             incident_id=incident_id,
-            ts=now,
+            service=anomaly.service,
+            signal=anomaly.signal,
+            follows=follows.incident_id if follows else None,
         )
-        log.info("incident.opened", incident_id=incident_id, service=anomaly.service, signal=anomaly.signal)
         self._changed(incident_id)
         return incident_id
 
-    def _join(self, row: IncidentRow, anomaly: Anomaly, *, new_service: bool) -> None:
+    def _join(self, row: IncidentRow, anomaly: Anomaly, *, new_service: bool, absorbed: str | None = None) -> None:
         services = sorted({*row.services, anomaly.service})
         fields: dict[str, Any] = {"anomaly_count": row.anomaly_count + 1, "services_json": json.dumps(services)}
         onset = datetime.fromisoformat(row.onset)
         if anomaly.ts < onset:
             fields["onset"] = anomaly.ts.isoformat()
+        now = self._clock.now()
+        if not row.graph_started and not row.final:
+            # Symptoms are still arriving: wait settle_s more, but never past the cap.
+            current = datetime.fromisoformat(row.settle_until)
+            cap = datetime.fromisoformat(row.opened_at) + timedelta(seconds=self._settings.settle_max_s)
+            wanted = now + timedelta(seconds=self._settings.settle_s)
+            fields["settle_until"] = max(current, min(wanted, cap)).isoformat()
         self._store.update(row.id, **fields)
-        self._journal.append(
-            "observation", {"anomaly": anomaly.model_dump(mode="json")}, incident_id=row.id, ts=self._clock.now()
+        payload: dict[str, Any] = {"anomaly": anomaly.model_dump(mode="json")}
+        if absorbed is not None:
+            payload["absorbed"] = absorbed
+        self._journal.append("observation", payload, incident_id=row.id, ts=now)
+        log.info(
+            "incident.joined",
+            incident_id=row.id,
+            service=anomaly.service,
+            signal=anomaly.signal,
+            new_service=new_service,
+            absorbed=absorbed,
         )
-        log.info("incident.joined", incident_id=row.id, service=anomaly.service, signal=anomaly.signal)
 
     # -- driving the graph -----------------------------------------------------------------
 
@@ -190,12 +334,7 @@ class Supervisor:
                 self._sync(row.id)
 
     def _start(self, row: IncidentRow) -> None:
-        anomalies: list[Anomaly] = []
-        for record in self._journal.records(incident_id=row.id):
-            if record.kind == "incident_opened":
-                anomalies.extend(Anomaly.model_validate(a) for a in record.payload["anomalies"])
-            elif record.kind == "observation":
-                anomalies.append(Anomaly.model_validate(record.payload["anomaly"]))
+        anomalies = self._members(row.id)
         self._store.update(row.id, graph_started=True)
         self._run(row.id, initial_state(row.id, datetime.fromisoformat(row.onset), anomalies))
 
@@ -334,6 +473,54 @@ class Supervisor:
         )
         log.info("approval.queued", incident_id=incident_id, approver=who.name, approve=approve)
         return {"incident_id": incident_id, "queued": True, "approve": approve, "by": who.name}
+
+
+@dataclass(frozen=True, slots=True)
+class Aftermath:
+    """How an anomaly right after an action relates to the incident that action resolved."""
+
+    incident_id: str
+    absorbed: bool
+    """True: the action's expected cost, recorded on that incident. False: news, a new incident."""
+    reason: str
+
+
+#: Share of an incident's excursion on a series that a later anomaly on it must reach (in the same
+#: direction) to count as the incident coming back rather than a small, accepted residual cost.
+RECURRENCE_SHARE = 0.5
+
+
+def _same_way(a: Direction, b: Direction) -> bool:
+    return a is b or Direction.BOTH in (a, b)
+
+
+def _recurs(anomaly: Anomaly, about: Sequence[Anomaly]) -> bool:
+    """Whether `anomaly` is what the incident was about coming back.
+
+    It is when the incident had an anomaly on the same signal moving the same way, and either the
+    series itself was not among them (no level to compare with: assume the worst) or the new level
+    reaches `RECURRENCE_SHARE` of the incident's excursion on that series. A backup provider that is
+    a little slower than the failed one is a cost; latency back near the outage's level is not.
+    """
+    same = [a for a in about if a.signal == anomaly.signal and _same_way(a.direction, anomaly.direction)]
+    if not same:
+        return False
+    series = [a for a in same if a.service == anomaly.service]
+    if not series:
+        return True
+    for earlier in series:
+        excursion = earlier.current - earlier.baseline
+        if excursion == 0 or (anomaly.current - earlier.baseline) / excursion >= RECURRENCE_SHARE:
+            return True
+    return False
+
+
+def _improves(anomaly: Anomaly) -> bool:
+    """Whether the anomaly moved its signal the way that is good for it (quality up, errors down).
+    Signals that are bad both ways (or unknown) never improve by moving."""
+    bad = bad_direction(anomaly.signal)
+    good = {Direction.UP: Direction.DOWN, Direction.DOWN: Direction.UP}.get(bad)
+    return good is not None and anomaly.direction is good
 
 
 def _in_flight(snapshot: Any) -> bool:

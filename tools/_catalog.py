@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from domain import ActionName, Signal, Topology
+from domain import ActionName, Direction, Signal, Topology
 from tools._errors import ParameterError
 
 #: Version, provider and routing names: plain identifiers. No '/', no spaces, no quotes, so a
@@ -107,6 +107,32 @@ class RecoverySpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ExpectedCost:
+    """A move an action is expected to cause on the services it changed, soon after it ran.
+
+    The price of the remedy, not news: the supervisor records such an anomaly on the incident the
+    action resolved instead of opening a new one. Anything an action does not declare here (an
+    error surge after a failover, say) is treated as a fault in its own right.
+    """
+
+    signal: str
+    """The signal that moves (a `domain.Signal` value, or any signal name a source reports)."""
+    direction: Direction
+    """Which way it moves: UP, DOWN, or BOTH for either way."""
+
+    def covers(self, signal: str, direction: Direction) -> bool:
+        """Whether an anomaly on `signal` moving `direction` is this expected move.
+
+        An anomaly whose direction is BOTH (unknown) is covered only by a cost declared BOTH.
+        """
+        return signal == self.signal and (self.direction is Direction.BOTH or direction is self.direction)
+
+
+def _costs(direction: Direction, *signals: Signal) -> tuple[ExpectedCost, ...]:
+    return tuple(ExpectedCost(signal=s.value, direction=direction) for s in signals)
+
+
+@dataclass(frozen=True, slots=True)
 class InverseAction:
     """The action that undoes another one, ready to be proposed (the constitution still decides)."""
 
@@ -131,8 +157,19 @@ class ActionSpec:
     inverse: ActionName | None
     recovery: RecoverySpec
     changes_nothing: bool = False
+    expected_costs: tuple[ExpectedCost, ...] = ()
+    """Moves this action is expected to cause on the services it changed (see `ExpectedCost`);
+    nothing for an action that changes nothing."""
     _check: PreconditionFn | None = field(default=None, repr=False)
     _undo: InverseFn | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.changes_nothing and self.expected_costs:
+            raise ValueError(f"ActionSpec {self.name}: an action that changes nothing can have no expected_costs")
+
+    def expects(self, signal: str, direction: Direction) -> bool:
+        """Whether an anomaly on `signal` moving `direction` is one of this action's declared costs."""
+        return any(cost.covers(signal, direction) for cost in self.expected_costs)
 
     def validate_params(self, raw: Mapping[str, Any] | None) -> Any:
         """Typed parameters from raw data; raises ParameterError naming each bad field."""
@@ -321,6 +358,14 @@ def _undo_throttle(_topology: Topology, target: str, params: ThrottleParams) -> 
 
 _QUALITY = (Signal.QUALITY_SCORE.value, Signal.HALLUCINATION_RATE.value, Signal.ERROR_RATE.value)
 
+# Expected costs (what an action's own effect looks like on the services it changed). A remedy that
+# returns to an earlier, known-good state (a rollback, a routing revert) is expected to move what that
+# state set back toward its old level: tokens and spend per request either way, quality up. Moving to
+# somewhere new (a backup provider, a cold cache) costs latency and money. Errors never count: an
+# error surge after any action contradicts the recovery and is a fault of its own.
+_LATENCY = (Signal.LATENCY_P50_MS, Signal.LATENCY_P95_MS, Signal.LATENCY_P99_MS)
+_SPEND_EITHER_WAY = _costs(Direction.BOTH, Signal.TOKENS_PER_REQUEST, Signal.COST_PER_1K_REQUESTS)
+
 CATALOG: dict[ActionName, ActionSpec] = {
     spec.name: spec
     for spec in (
@@ -334,6 +379,11 @@ CATALOG: dict[ActionName, ActionSpec] = {
             recovery=RecoverySpec(signals=(*_QUALITY, Signal.LATENCY_P95_MS.value), wait_s=300.0, tolerance=0.2),
             _check=_check_rollback("model"),
             _undo=_undo_rollback("model"),
+            expected_costs=(
+                *_SPEND_EITHER_WAY,
+                *_costs(Direction.UP, Signal.QUALITY_SCORE),
+                *_costs(Direction.DOWN, Signal.HALLUCINATION_RATE),
+            ),
         ),
         ActionSpec(
             name=ActionName.ROLLBACK_PROMPT_VERSION,
@@ -353,6 +403,11 @@ CATALOG: dict[ActionName, ActionSpec] = {
             ),
             _check=_check_rollback("prompt"),
             _undo=_undo_rollback("prompt"),
+            expected_costs=(
+                *_SPEND_EITHER_WAY,
+                *_costs(Direction.UP, Signal.QUALITY_SCORE),
+                *_costs(Direction.DOWN, Signal.POLICY_VIOLATION_RATE),
+            ),
         ),
         ActionSpec(
             name=ActionName.FAILOVER_PROVIDER,
@@ -366,6 +421,7 @@ CATALOG: dict[ActionName, ActionSpec] = {
             ),
             _check=_check_failover,
             _undo=_undo_failover,
+            expected_costs=_costs(Direction.UP, *_LATENCY, Signal.COST_PER_1K_REQUESTS),
         ),
         ActionSpec(
             name=ActionName.REVERT_ROUTING,
@@ -379,6 +435,7 @@ CATALOG: dict[ActionName, ActionSpec] = {
             ),
             _check=_check_routing,
             _undo=_undo_routing,
+            expected_costs=(*_SPEND_EITHER_WAY, *_costs(Direction.UP, Signal.QUALITY_SCORE)),
         ),
         ActionSpec(
             name=ActionName.TRIGGER_RETRAINING,
@@ -388,6 +445,7 @@ CATALOG: dict[ActionName, ActionSpec] = {
             reversible=False,
             inverse=None,
             recovery=RecoverySpec(signals=(Signal.QUALITY_SCORE.value,), wait_s=3600.0, tolerance=0.1),
+            expected_costs=_costs(Direction.UP, Signal.QUALITY_SCORE),
         ),
         ActionSpec(
             name=ActionName.THROTTLE,
@@ -403,6 +461,9 @@ CATALOG: dict[ActionName, ActionSpec] = {
             ),
             _check=_check_throttle,
             _undo=_undo_throttle,
+            # Shedding load is the point: fewer requests served, a shorter queue. Requests turned
+            # away have no signal of their own in the vocabulary; an error surge is not absorbed.
+            expected_costs=_costs(Direction.DOWN, Signal.REQUEST_RATE, Signal.QUEUE_DEPTH),
         ),
         ActionSpec(
             name=ActionName.PURGE_CONTEXT_CACHE,
@@ -412,6 +473,11 @@ CATALOG: dict[ActionName, ActionSpec] = {
             reversible=False,
             inverse=None,
             recovery=RecoverySpec(signals=(Signal.PII_ALERTS.value,), wait_s=300.0, tolerance=0.0),
+            # A purged cache refills over minutes: fewer hits, and each miss costs time and money.
+            expected_costs=(
+                *_costs(Direction.DOWN, Signal.CACHE_HIT_RATE),
+                *_costs(Direction.UP, *_LATENCY, Signal.COST_PER_1K_REQUESTS),
+            ),
         ),
         ActionSpec(
             name=ActionName.ESCALATE,
