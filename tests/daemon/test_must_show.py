@@ -185,7 +185,7 @@ def _play(
 
     # -- every action ran exactly once by key, and the audit chain verifies -----------------
     def audit(kind: str) -> list[dict[str, Any]]:
-        params = {"kind": kind, "limit": 1000}
+        params: dict[str, str | int] = {"kind": kind, "limit": 1000}
         return list(json_of(httpx.get(f"{api}/v1/audit", params=params, headers=bearer(AUDITOR))))
 
     intent_records = audit("action_intent")
