@@ -343,6 +343,11 @@ class Decision(Frozen):
     matched_rules: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
     constitution_digest: str
+    engine_version: str | None = Field(
+        default=None,
+        description="the policy engine (policies.POLICY_ENGINE_VERSION) that decided; None on records written before"
+        " decisions were stamped",
+    )
 
 
 class Approval(Frozen):

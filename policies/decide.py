@@ -22,6 +22,13 @@ from policies.schema import FlapGuard, KillSwitch, Rule, TimeWindow
 
 HOUR = timedelta(hours=1)
 
+POLICY_ENGINE_VERSION = "1.0.0"
+"""The version of this decision logic, stamped on every Decision so the audit replay can tell an
+engine change from tampering. Semver: bump MAJOR when the same inputs and constitution can give a
+stricter or looser verdict, MINOR when only the reasons' wording or the approval details can
+differ, PATCH for changes that never alter a Decision. Decisions recorded before stamping carry
+None: they came from engines older than 1.0.0 (e.g. before the flap guard)."""
+
 _VERDICT_RANK: dict[Verdict, int] = {Verdict.AUTO: 0, Verdict.APPROVAL: 1, Verdict.DENY: 2}
 _ON_TIMEOUT_RANK: dict[OnTimeout, int] = {OnTimeout.AUTO: 0, OnTimeout.ESCALATE: 1, OnTimeout.REJECT: 2}
 
@@ -234,6 +241,7 @@ def explain(proposal: Proposal, context: DecisionContext, constitution: Constitu
         matched_rules=tuple(rule.id for rule, _ in matched),
         reasons=tuple(reasons),
         constitution_digest=constitution.digest,
+        engine_version=POLICY_ENGINE_VERSION,
     )
     return Explanation(decision=decision, checks=checks, kill_switch=kill_switch)
 

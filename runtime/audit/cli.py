@@ -84,8 +84,20 @@ def verify(
 def replay(
     db: DbOption,
     hmac_key_file: KeyFileOption = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Also exit 1 when a decision recorded by another policy engine version (or an unstamped one)"
+            " no longer reproduces.",
+        ),
+    ] = False,
 ) -> None:
-    """Re-derive every decision from its recorded inputs and constitution; exit 1 listing any divergence."""
+    """Re-derive every decision from its recorded inputs and constitution; exit 1 listing any divergence.
+
+    A decision stamped by this policy engine that does not reproduce is a divergence (tampering or
+    a bug). One stamped by another engine version, or by none, is an engine change: listed with
+    the fields that differ, and a failure only with --strict."""
     from runtime.audit.replay import replay as run_replay
 
     console = Console(highlight=False, soft_wrap=True)
@@ -94,22 +106,41 @@ def replay(
         report = run_replay(log)
     finally:
         log.close()
+
+    def fields(recorded: dict[str, object] | None, replayed: dict[str, object] | None, names: list[str]) -> None:
+        for name in names:
+            was = recorded.get(name) if recorded else None
+            now = replayed.get(name) if replayed else None
+            console.print(f"    {name}: recorded {was!r}, replayed {now!r}", markup=False)
+
     for d in report.divergences:
         where = f"record {d.seq}" + (f" (incident {d.incident_id})" if d.incident_id else "")
         console.print(f"[bold red]DIVERGES[/] {where}: {d.reason}")
-        for name in d.differing_fields():
-            recorded = d.recorded.get(name) if d.recorded else None
-            replayed = d.replayed.get(name) if d.replayed else None
-            console.print(f"    {name}: recorded {recorded!r}, replayed {replayed!r}")
+        fields(d.recorded, d.replayed, d.differing_fields())
+    for c in report.engine_changes:
+        where = f"record {c.seq}" + (f" (incident {c.incident_id})" if c.incident_id else "")
+        label = "[bold red]ENGINE CHANGED[/]" if strict else "[bold yellow]ENGINE CHANGED[/]"
+        console.print(f"{label} {where}: {c.reason}")
+        fields(c.recorded, c.replayed, c.differing_fields())
+    versions = ", ".join(f"{v}: {n}" for v, n in sorted(report.recorded_versions.items()))
     summary = (
         f"{report.reproduced}/{report.decisions} decisions reproduced under "
-        f"{report.constitutions} recorded constitution(s)"
+        f"{report.constitutions} recorded constitution(s) by policy engine {report.engine_version}"
+        + (f" (recorded by engine versions {versions})" if versions else "")
     )
-    if report.ok:
-        console.print(f"[bold green]OK[/] {summary}")
+    changed = f"{len(report.engine_changes)} engine change(s)"
+    if not report.ok:
+        console.print(f"[bold red]{len(report.divergences)} divergence(s)[/], {changed}; {summary}")
+        raise typer.Exit(1)
+    if report.engine_changes:
+        if strict:
+            console.print(f"[bold red]{changed}[/] (--strict); {summary}")
+            raise typer.Exit(1)
+        console.print(
+            f"[bold green]OK[/] no divergence, [yellow]{changed}[/] (not a failure without --strict); {summary}"
+        )
         return
-    console.print(f"[bold red]{len(report.divergences)} divergence(s)[/]; {summary}")
-    raise typer.Exit(1)
+    console.print(f"[bold green]OK[/] {summary}")
 
 
 @app.command()
