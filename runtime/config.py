@@ -78,7 +78,18 @@ class PrometheusSourceConfig(_SourceBase):
     queries: list[PromQueryConfig] = Field(min_length=1)
     mode: Literal["range", "instant"] = "range"
     step_s: float = Field(default=15.0, gt=0, description="range-query resolution, seconds")
-    lookback_s: float = Field(default=300.0, gt=0, description="history fetched on the first poll, seconds")
+    lookback_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="least history fetched on the first poll, seconds; more when the detectors' warm-up or an"
+        " open incident's pre-onset baseline needs it",
+    )
+    max_history_s: float = Field(
+        default=21600.0, gt=0, description="no read (first poll, catch-up after an outage) goes further back, seconds"
+    )
+    max_points_per_query: int = Field(
+        default=11_000, ge=2, description="points per series in one query_range call (Prometheus refuses > 11,000)"
+    )
     interval_s: float = Field(default=15.0, gt=0, description="seconds between polls")
     timeout_s: float = Field(default=5.0, gt=0)
 

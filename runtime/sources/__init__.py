@@ -6,7 +6,11 @@ and hands back the push and Alertmanager receivers the HTTP API feeds.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 
 from runtime.config import (
     AlertmanagerSourceConfig,
@@ -16,12 +20,13 @@ from runtime.config import (
     PushSourceConfig,
     SimulatorSourceConfig,
 )
+from runtime.detection.config import DetectionConfig, load_detection_config
 from runtime.ports import TelemetrySource
 from runtime.sources._parse import ParsedTelemetry, Rejection, SourceError, parse_telemetry
 from runtime.sources.alertmanager import AlertmanagerSource, WebhookV4, parse_webhook
 from runtime.sources.guard import GuardedSource, SourceHealth
 from runtime.sources.jsonl import JsonlTailSource
-from runtime.sources.prometheus import PrometheusSource, PromQuery
+from runtime.sources.prometheus import HistoryHint, PrometheusSource, PromQuery
 from runtime.sources.push import Backpressure, PushSource
 from runtime.sources.simulator import SimulatorSource
 
@@ -30,6 +35,7 @@ __all__ = [
     "Backpressure",
     "BuiltSources",
     "GuardedSource",
+    "HistoryHint",
     "JsonlTailSource",
     "ParsedTelemetry",
     "PromQuery",
@@ -41,6 +47,8 @@ __all__ = [
     "SourceHealth",
     "WebhookV4",
     "build_sources",
+    "detector_warmup_samples",
+    "open_incident_history",
     "parse_telemetry",
     "parse_webhook",
 ]
@@ -57,8 +65,72 @@ class BuiltSources:
     alertmanager: AlertmanagerSource | None = None
 
 
-def build_sources(config: HomeostatConfig) -> BuiltSources:
-    """Instantiate every enabled source in `config`, each wrapped in a `GuardedSource`."""
+log = logging.getLogger(__name__)
+
+
+def open_incident_history(database_url: str) -> HistoryHint:
+    """A history hint reading the incident store at `database_url`: the earliest onset of any open
+    incident, minus the verification baseline window (`agents.graph.BASELINE_WINDOW`), or None."""
+
+    def earliest(now: datetime) -> datetime | None:
+        from sqlalchemy.exc import SQLAlchemyError
+        from sqlmodel import Session, col, func, select
+
+        from agents.graph import BASELINE_WINDOW
+        from domain import FINAL_STATES
+        from runtime.store import IncidentRow, engine_for
+
+        url = database_url
+        if url.startswith("sqlite:///") or "://" not in url:
+            path = Path(url.removeprefix("sqlite:///")).expanduser()
+            if not path.exists():
+                return None  # a first start: no incidents yet, and not ours to create the file
+            url = str(path)
+        engine = engine_for(url)
+        try:
+            with Session(engine) as session:
+                query = select(func.min(IncidentRow.onset)).where(
+                    col(IncidentRow.state).not_in([s.value for s in FINAL_STATES])
+                )
+                onset = session.exec(query).one()
+        except SQLAlchemyError as exc:
+            log.info("no open incidents to read history for (%s)", type(exc).__name__)
+            return None
+        finally:
+            engine.dispose()
+        if not onset:
+            return None
+        return datetime.fromisoformat(onset) - BASELINE_WINDOW
+
+    return earliest
+
+
+def detector_warmup_samples(detection: DetectionConfig, signals: Iterable[str]) -> int:
+    """Samples the detectors need before they judge any series of `signals` (any service): the
+    robust detector's `warmup`, or the likelihood detector's window plus its minimum history."""
+    services = ["", *detection.services]
+    most = 0
+    for signal in signals:
+        for service in services:
+            policy = detection.policy_for(service, signal)
+            need = policy.warmup
+            if "likelihood" in policy.detectors:
+                need = max(need, policy.lik_window + policy.lik_min_history)
+            most = max(most, need)
+    return most
+
+
+def build_sources(
+    config: HomeostatConfig,
+    *,
+    history_from: HistoryHint | None = None,
+    detection: DetectionConfig | None = None,
+) -> BuiltSources:
+    """Instantiate every enabled source in `config`, each wrapped in a `GuardedSource`.
+
+    Prometheus sources read back on their first poll far enough for the detectors' warm-up
+    (`detection`, default: the config's detection file) and for `history_from` (default: the
+    open incidents in the config's database, each with its pre-onset baseline window)."""
     built = BuiltSources()
     for i, entry in enumerate(config.sources):
         name = config.source_name(i)
@@ -66,6 +138,9 @@ def build_sources(config: HomeostatConfig) -> BuiltSources:
         source: TelemetrySource
         match entry:
             case PrometheusSourceConfig():
+                if detection is None:
+                    detection = load_detection_config(config.detection_overrides)
+                warmup = detector_warmup_samples(detection, [q.signal for q in entry.queries])
                 source = PrometheusSource(
                     entry.url,
                     [PromQuery(q.signal, q.promql, q.service, q.service_label) for q in entry.queries],
@@ -74,6 +149,10 @@ def build_sources(config: HomeostatConfig) -> BuiltSources:
                     step_s=entry.step_s,
                     lookback_s=entry.lookback_s,
                     timeout_s=entry.timeout_s,
+                    warmup_s=warmup * entry.step_s,
+                    history_from=history_from or open_incident_history(config.database_url),
+                    max_history_s=entry.max_history_s,
+                    max_points_per_query=entry.max_points_per_query,
                 )
                 interval = entry.interval_s
             case PushSourceConfig(enabled=True):

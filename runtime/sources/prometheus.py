@@ -3,13 +3,21 @@
 Each configured query maps one PromQL expression to one Homeostat signal; the result's
 series label (``service`` by default) names the service. Range mode fetches every step
 since the last poll (no gaps, no repeats); instant mode asks for the value at ``now``.
+
+The first range poll reads history: at least ``lookback_s``, and further back when the
+detectors' warm-up needs more samples or an open incident needs its pre-onset baseline (the
+``history_from`` hint: after a restart the in-memory telemetry is empty, and verification
+judges recovery against the window before the incident's onset). Every range read is split
+into ``query_range`` calls of at most ``max_points_per_query`` points per series (Prometheus
+refuses more than 11,000), and no read goes back further than ``max_history_s``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -37,6 +45,13 @@ class PromQuery:
     service_label: str = "service"
 
 
+#: Prometheus refuses a query_range whose result would hold more points than this per series.
+PROMETHEUS_MAX_POINTS = 11_000
+
+HistoryHint = Callable[[datetime], datetime | None]
+"""Given the time of the first poll, the earliest instant the loop needs telemetry from (or None)."""
+
+
 @dataclass(slots=True)
 class _QueryState:
     last_end: datetime | None = None
@@ -57,17 +72,33 @@ class PrometheusSource:
         lookback_s: float = 300.0,
         timeout_s: float = 5.0,
         client: httpx.AsyncClient | None = None,
+        warmup_s: float = 0.0,
+        history_from: HistoryHint | None = None,
+        max_history_s: float = 6 * 3600.0,
+        max_points_per_query: int = PROMETHEUS_MAX_POINTS,
     ) -> None:
         if not queries:
             raise ValueError(f"source {name!r}: at least one query is needed")
         if step_s <= 0 or lookback_s <= 0:
             raise ValueError(f"source {name!r}: step_s and lookback_s must be > 0")
+        if warmup_s < 0 or max_history_s <= 0:
+            raise ValueError(f"source {name!r}: warmup_s must be >= 0 and max_history_s > 0")
+        if max_points_per_query < 2:
+            raise ValueError(f"source {name!r}: max_points_per_query must be >= 2, got {max_points_per_query}")
         self.name = name
         self._base = url.rstrip("/")
         self._queries = list(queries)
         self._mode = mode
         self._step = step_s
         self._lookback = lookback_s
+        self._warmup = warmup_s
+        self._history_from = history_from
+        self._max_history = max(max_history_s, lookback_s)  # lookback_s is the floor
+        self._max_points = max_points_per_query
+        self._first_start: datetime | None = None
+        self.first_poll_from: datetime | None = None
+        """Where the first range poll started reading, and why (`first_poll_reason`)."""
+        self.first_poll_reason = ""
         self._client = client or httpx.AsyncClient(timeout=timeout_s)
         self._owns_client = client is None
         self._state = [_QueryState() for _ in self._queries]
@@ -87,6 +118,8 @@ class PrometheusSource:
         self.rejections = []
         self.poll_warnings = []
         failed = 0
+        if self._mode == "range" and self._first_start is None:
+            self._first_start = await self._first_poll_start(now)
         for query, state in zip(self._queries, self._state, strict=True):
             try:
                 samples.extend_batch(await self._run(query, state, now))
@@ -101,19 +134,56 @@ class PrometheusSource:
             log.warning("source %s: %s", self.name, redact(warning))
         return TelemetryBatch(samples=samples)
 
+    async def _first_poll_start(self, now: datetime) -> datetime:
+        """How far back the first range poll reads: lookback, detector warm-up, open incidents' baselines, capped."""
+        reasons = {f"lookback_s {self._lookback:g}": now - timedelta(seconds=self._lookback)}
+        if self._warmup > 0:
+            reasons[f"detector warm-up {self._warmup:g}s"] = now - timedelta(seconds=self._warmup)
+        if self._history_from is not None:
+            try:
+                needed = await asyncio.to_thread(self._history_from, now)
+            except Exception as exc:  # a hint that fails must not stop telemetry
+                log.warning("source %s: cannot tell how much history open incidents need: %s", self.name, exc)
+                needed = None
+            if needed is not None:
+                reasons["open incidents' pre-onset baseline"] = needed
+        why, start = min(reasons.items(), key=lambda item: item[1])
+        floor = now - timedelta(seconds=self._max_history)
+        if start < floor:
+            why, start = f"{why}, capped by max_history_s {self._max_history:g}", floor
+        self.first_poll_from, self.first_poll_reason = start, why
+        if start < now - timedelta(seconds=self._lookback):
+            log.info("source %s: first poll reads back to %s (%s)", self.name, start.isoformat(), why)
+        return start
+
     async def _run(self, query: PromQuery, state: _QueryState, now: datetime) -> SampleBatch:
         if self._mode == "instant":
             data = await self._get("/api/v1/query", {"query": query.promql, "time": _ts(now)}, query)
             return self._to_samples(query, state, data)
         step = timedelta(seconds=self._step)
-        start = state.last_end + step if state.last_end else now - timedelta(seconds=self._lookback)
+        if state.last_end is None:
+            start = self._first_start or now - timedelta(seconds=self._lookback)
+        else:  # since the last poll; after a long outage no further back than max_history_s (on the grid)
+            start = state.last_end + step
+            floor = now - timedelta(seconds=self._max_history)
+            if start < floor:
+                start += step * math.ceil((floor - start) / step)
         if start > now:
             return SampleBatch()
         end = start + step * int((now - start) / step)  # stay on the step grid: no gaps, no drift
-        params = {"query": query.promql, "start": _ts(start), "end": _ts(end), "step": f"{self._step:g}"}
-        data = await self._get("/api/v1/query_range", params, query)
+        pages = []  # every chunk first: a failed chunk delivers nothing and the next poll retries all
+        chunk = step * (self._max_points - 1)
+        lo = start
+        while lo <= end:
+            hi = min(end, lo + chunk)
+            params = {"query": query.promql, "start": _ts(lo), "end": _ts(hi), "step": f"{self._step:g}"}
+            pages.append(await self._get("/api/v1/query_range", params, query))
+            lo = hi + step
         state.last_end = end
-        return self._to_samples(query, state, data)
+        samples = SampleBatch()
+        for data in pages:
+            samples.extend_batch(self._to_samples(query, state, data))
+        return samples
 
     async def _get(self, path: str, params: dict[str, str], query: PromQuery) -> dict[str, Any]:
         try:
