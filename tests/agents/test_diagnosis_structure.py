@@ -1,0 +1,166 @@
+"""Fail-fast evidence: a service whose served latency falls while its workload drops is scored,
+and that family of evidence gets its own places in a ranking without moving the first two."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from agents.diagnosis.structure import (
+    fail_fast_scores,
+    fuse_family,
+    latency_fall,
+    series_windows,
+    spread_fall,
+)
+from domain import Sample
+from runtime.telemetry import TelemetryStore
+
+SERVER = "PodServerLatencyP90(s)"
+CLIENT = "PodClientLatencyP90(s)"
+WORKLOAD = "PodWorkload(Ops)"
+CPU = "CpuUsageRate(%)"
+
+
+class TestLatencyFall:
+    def test_a_latency_that_halves_scores_about_ln_two(self) -> None:
+        """A served latency falling from 0.1 s to 0.05 s for the whole after-window scores ~ln 2."""
+        fall = latency_fall([0.1, 0.1, 0.1, 0.1], [0.05, 0.05, 0.05, 0.05])
+        assert fall == pytest.approx(math.log(0.101 / 0.051), rel=1e-9)
+
+    def test_a_rising_latency_scores_nothing(self) -> None:
+        """A latency that only rises is not a fail-fast sign."""
+        assert latency_fall([0.1, 0.1, 0.1], [0.2, 0.3, 0.4, 0.2]) == 0.0
+
+    def test_one_stray_fast_sample_does_not_count(self) -> None:
+        """A single low point among normal ones leaves the rolling median, and the fall, at zero."""
+        assert latency_fall([0.1, 0.1, 0.1], [0.1, 0.001, 0.1, 0.1, 0.1]) == 0.0
+
+    def test_thin_windows_or_a_zero_level_score_nothing(self) -> None:
+        """One point before, nothing after, or a zero level before give no evidence."""
+        assert latency_fall([0.1], [0.01, 0.01, 0.01]) == 0.0
+        assert latency_fall([0.1, 0.1], []) == 0.0
+        assert latency_fall([0.0, 0.0, 0.0], [0.0, 0.0, 0.0]) == 0.0
+
+    def test_the_score_does_not_depend_on_the_unit(self) -> None:
+        """The same fall in seconds and in milliseconds scores the same."""
+        seconds = latency_fall([0.2, 0.21, 0.19], [0.05, 0.04, 0.05])
+        millis = latency_fall([200.0, 210.0, 190.0], [50.0, 40.0, 50.0])
+        assert seconds == pytest.approx(millis, rel=1e-9)
+
+
+class TestSpreadFall:
+    def test_a_drop_is_measured_in_the_series_own_spreads(self) -> None:
+        """Workload steady at 10 +- 0.5 dropping to 5 is (10 - 5) / 0.7413 spreads."""
+        fall = spread_fall([9.5, 10.0, 10.5, 10.0, 9.5, 10.5], [5.0, 5.0, 5.0])
+        assert fall == pytest.approx(5.0 / (1.4826 * 0.5), rel=1e-6)
+
+    def test_a_rise_scores_nothing_and_a_collapse_is_capped(self) -> None:
+        """Only falls count, and a flat series falling to zero is capped at 50 spreads."""
+        assert spread_fall([1.0, 1.0, 1.0], [3.0, 3.0, 3.0]) == 0.0
+        assert spread_fall([1.0, 1.0, 1.0], [0.0, 0.0, 0.0]) == 50.0
+
+
+def _windows() -> dict[tuple[str, str], tuple[list[float], list[float]]]:
+    steady = ([0.1, 0.1, 0.1, 0.1], [0.1, 0.1, 0.1, 0.1])
+    busy = ([4.0, 4.2, 3.8, 4.0], [4.0, 4.1, 3.9, 4.0])
+    return {
+        # "quick": fails fast - serves in a tenth of the time, and its workload halves.
+        ("quick", SERVER): ([0.2, 0.2, 0.2, 0.2], [0.02, 0.02, 0.02, 0.02]),
+        ("quick", WORKLOAD): ([4.0, 4.2, 3.8, 4.0], [2.0, 2.0, 2.0, 2.0]),
+        # "slow": the usual victim - its latency rises and its CPU climbs.
+        ("slow", SERVER): ([0.1, 0.1, 0.1, 0.1], [0.9, 1.2, 1.1, 1.0]),
+        ("slow", WORKLOAD): busy,
+        ("slow", CPU): ([1.0, 1.0, 1.0], [0.1, 0.1, 0.1]),
+        # "caller": only its outgoing calls got faster: not its own served latency.
+        ("caller", CLIENT): ([0.3, 0.3, 0.3, 0.3], [0.01, 0.01, 0.01, 0.01]),
+        ("caller", SERVER): steady,
+    }
+
+
+class TestFailFastScores:
+    def test_the_fail_fast_service_scores_highest(self) -> None:
+        """Served latency down tenfold plus a halved workload outscores a victim whose latency rose."""
+        scores = fail_fast_scores(_windows(), ["quick", "slow", "caller", "idle"])
+        assert max(scores, key=lambda s: scores[s]) == "quick"
+        assert scores["slow"] == 0.0
+
+    def test_other_signal_families_are_ignored(self) -> None:
+        """A falling CPU or a falling client latency adds nothing: only served latency and workload count."""
+        scores = fail_fast_scores(_windows(), ["slow", "caller"])
+        assert scores == {"slow": 0.0, "caller": 0.0}
+
+    def test_every_named_service_gets_a_score(self) -> None:
+        """Services without the signals are scored 0, and only the named services are returned."""
+        scores = fail_fast_scores(_windows(), ["idle", "quick"])
+        assert set(scores) == {"idle", "quick"}
+        assert scores["idle"] == 0.0
+
+    def test_the_traffic_weight_scales_the_workload_part(self) -> None:
+        """Doubling the traffic weight adds exactly one more workload-fall term."""
+        windows = _windows()
+        one = fail_fast_scores(windows, ["quick"], traffic_weight=0.1)["quick"]
+        two = fail_fast_scores(windows, ["quick"], traffic_weight=0.2)["quick"]
+        latency_only = fail_fast_scores(windows, ["quick"], traffic_weight=0.0)["quick"]
+        assert two - latency_only == pytest.approx(2 * (one - latency_only))
+        assert latency_only == pytest.approx(latency_fall(*windows[("quick", SERVER)]))
+
+
+class TestFuseFamily:
+    def test_the_family_leader_takes_third_place(self) -> None:
+        """The first two places stay; the family's best takes place 3, then the places alternate."""
+        order = ["a", "b", "c", "d", "e", "f"]
+        fused = fuse_family(order, {"f": 2.0, "e": 1.0})
+        assert fused == ["a", "b", "f", "c", "e", "d"]
+
+    def test_services_already_placed_are_skipped(self) -> None:
+        """A family pick that is already in the first places does not take a second place."""
+        fused = fuse_family(["a", "b", "c", "d"], {"a": 5.0, "d": 1.0})
+        assert fused == ["a", "b", "d", "c"]
+
+    def test_without_positive_scores_the_order_is_unchanged(self) -> None:
+        """Zero or negative family scores, or services outside the order, leave the order as it was."""
+        order = ["a", "b", "c", "d"]
+        assert fuse_family(order, {"a": 0.0, "c": -1.0, "zz": 3.0}) == order
+
+    def test_ties_follow_the_base_order_and_every_service_stays(self) -> None:
+        """Equal family scores break ties by the base order; the result is a permutation of it."""
+        order = ["a", "b", "c", "d", "e"]
+        fused = fuse_family(order, {"e": 1.0, "d": 1.0})
+        assert fused == ["a", "b", "d", "c", "e"]
+        assert sorted(fused) == sorted(order)
+
+
+class TestSeriesWindows:
+    def test_windows_split_at_onset_and_stop_at_now(self) -> None:
+        """Values before onset go before, values from onset to now go after, later ones are left out."""
+        t0 = datetime(2026, 1, 1, tzinfo=UTC)
+        store = TelemetryStore()
+        store.add_samples(
+            Sample(service="svc", signal=SERVER, ts=t0 + timedelta(minutes=i), value=float(i)) for i in range(10)
+        )
+        onset, now = t0 + timedelta(minutes=5), t0 + timedelta(minutes=8)
+        windows = series_windows(store, ["svc"], onset, now, before=timedelta(minutes=3), after=timedelta(minutes=30))
+        assert windows == {("svc", SERVER): ([2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0])}
+
+    def test_a_signal_filter_reads_only_those_series(self) -> None:
+        """With `signals`, other series of the service are not returned."""
+        t0 = datetime(2026, 1, 1, tzinfo=UTC)
+        store = TelemetryStore()
+        store.add_samples(
+            Sample(service="svc", signal=sig, ts=t0 + timedelta(minutes=i), value=1.0)
+            for i in range(4)
+            for sig in (SERVER, CPU)
+        )
+        windows = series_windows(
+            store,
+            ["svc"],
+            t0 + timedelta(minutes=2),
+            t0 + timedelta(minutes=3),
+            before=timedelta(minutes=5),
+            after=timedelta(minutes=5),
+            signals=[SERVER],
+        )
+        assert list(windows) == [("svc", SERVER)]
