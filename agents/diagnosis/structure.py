@@ -131,6 +131,30 @@ def series_windows(
     return out
 
 
+def fail_fast_from_telemetry(
+    telemetry: TelemetryReader,
+    services: Sequence[str],
+    onset: datetime,
+    now: datetime,
+    *,
+    before: timedelta,
+    after: timedelta,
+    traffic_weight: float = FAIL_FAST_TRAFFIC_WEIGHT,
+) -> dict[str, float]:
+    """`fail_fast_scores` on the served-latency and workload series of `services`, read from telemetry.
+
+    Windows as `series_windows` (the ones `measure_shifts` uses); other signal families are not read.
+    """
+    names = {
+        signal
+        for service in set(services)
+        for signal in telemetry.signals(service)
+        if is_served_latency(signal) or is_workload(signal)
+    }
+    windows = series_windows(telemetry, services, onset, now, before=before, after=after, signals=names)
+    return fail_fast_scores(windows, services, traffic_weight=traffic_weight)
+
+
 def fuse_family(order: Sequence[str], family: Mapping[str, float], *, keep: int = FUSE_KEEP) -> list[str]:
     """Give a family of evidence every second place after the first `keep` places of `order`.
 

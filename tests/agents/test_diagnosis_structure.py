@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from agents.diagnosis.structure import (
+    fail_fast_from_telemetry,
     fail_fast_scores,
     fuse_family,
     latency_fall,
@@ -164,3 +165,60 @@ class TestSeriesWindows:
             signals=[SERVER],
         )
         assert list(windows) == [("svc", SERVER)]
+
+
+def _store(series: dict[tuple[str, str], list[float]], t0: datetime) -> TelemetryStore:
+    store = TelemetryStore()
+    store.add_samples(
+        Sample(service=svc, signal=sig, ts=t0 + timedelta(minutes=i), value=v)
+        for (svc, sig), values in series.items()
+        for i, v in enumerate(values)
+    )
+    return store
+
+
+class TestFailFastFromTelemetry:
+    def test_reads_the_store_and_scores_the_service_that_stopped_serving(self) -> None:
+        """From a store: served latency down ~9x (ln ratio) plus a steady workload gone (capped, 50 spreads)."""
+        t0 = datetime(2026, 1, 1, tzinfo=UTC)
+        store = _store(
+            {
+                ("quick", SERVER): [0.2, 0.2, 0.2, 0.2, 0.02, 0.02, 0.02, 0.02],
+                ("quick", WORKLOAD): [4.0, 4.0, 4.0, 4.0, 0.0, 0.0, 0.0, 0.0],
+                ("slow", SERVER): [0.1, 0.1, 0.1, 0.1, 1.0, 1.0, 1.0, 1.0],
+                ("slow", CPU): [5.0, 5.0, 5.0, 5.0, 0.5, 0.5, 0.5, 0.5],
+            },
+            t0,
+        )
+        onset = t0 + timedelta(minutes=4)
+        scores = fail_fast_from_telemetry(
+            store,
+            ["quick", "slow"],
+            onset,
+            t0 + timedelta(minutes=8),
+            before=timedelta(minutes=30),
+            after=timedelta(minutes=30),
+        )
+        assert scores["slow"] == 0.0
+        assert scores["quick"] == pytest.approx(math.log(0.202 / 0.022) + 0.2 * 50.0)
+
+    def test_signals_homeostat_knows_give_no_fail_fast_evidence(self) -> None:
+        """Simulator-style signals (latency_p95_ms, request_rate) are not served latency or workload: no reordering."""
+        t0 = datetime(2026, 1, 1, tzinfo=UTC)
+        store = _store(
+            {
+                ("llm", "latency_p95_ms"): [900.0, 900.0, 900.0, 900.0, 90.0, 90.0, 90.0],
+                ("llm", "request_rate"): [10.0, 10.0, 10.0, 10.0, 1.0, 1.0, 1.0],
+            },
+            t0,
+        )
+        scores = fail_fast_from_telemetry(
+            store,
+            ["llm", "kb"],
+            t0 + timedelta(minutes=4),
+            t0 + timedelta(minutes=7),
+            before=timedelta(minutes=30),
+            after=timedelta(minutes=30),
+        )
+        assert scores == {"kb": 0.0, "llm": 0.0}
+        assert fuse_family(["kb", "llm", "x"], scores) == ["kb", "llm", "x"]
