@@ -23,6 +23,7 @@ from typing import Annotated, Any
 import typer
 
 from agents.diagnosis import DeterministicDiagnoser, RankedCandidate
+from agents.diagnosis.ranker import FEATURES, FoldResult, RankingCase, TrainingCase, cross_validate, fit_with_inner_cv
 from agents.ports import Diagnoser, IncidentContext
 from domain import (
     Anomaly,
@@ -543,3 +544,159 @@ def suite_command(
     typer.echo(f"diagnosis accuracy {accuracy:.3f} ({sum(r['correct'] for r in rows)}/{len(rows)} fault scenarios)")
     if json_out is not None:
         json_out.write_text(json.dumps({"accuracy": accuracy, "scenarios": rows}, indent=1), encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------------------------
+# Training and cross-validating the learned ranker
+# ----------------------------------------------------------------------------------------------
+
+
+def load_ranking_cases(cases_dir: Path) -> list[RankingCase]:
+    """Every labelled case folder under `cases_dir` as the learned ranker sees it; each case's
+    truth is read only after its features are made."""
+    if not cases_dir.is_dir():
+        raise CaseFormatError(f"{cases_dir}: not a folder of case folders")
+    systems: dict[str, str] = {}
+    index = cases_dir / "cases.csv"
+    if index.exists():
+        with index.open(encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                systems[row.get("case_id", "")] = row.get("system", "") or "all"
+    folders = sorted(p for p in cases_dir.iterdir() if (p / "samples.jsonl").exists() and (p / "anomaly.json").exists())
+    if not folders:
+        raise CaseFormatError(f"{cases_dir}: no case folders (each needs samples.jsonl and anomaly.json)")
+    diagnoser = DeterministicDiagnoser()
+    out: list[RankingCase] = []
+    for folder in folders:
+        case = load_case_dir(folder)
+        table = diagnoser.rank_table(case.context)
+        truth_path = folder / "truth.json"
+        truth = _read_json(truth_path)
+        if not isinstance(truth, dict) or not isinstance(truth.get("root_cause_service"), str):
+            raise CaseFormatError(f"{truth_path}: needs a 'root_cause_service' string")
+        culprit = truth["root_cause_service"]
+        if culprit not in table.services:
+            raise CaseFormatError(
+                f"{truth_path}: root_cause_service {culprit!r} has no samples in {folder / 'samples.jsonl'}"
+            )
+        out.append(
+            RankingCase(
+                case=folder.name,
+                system=systems.get(folder.name, "all"),
+                head=table.head,
+                hand_order=table.hand_order,
+                training=TrainingCase(folder.name, table.services, table.x, table.services.index(culprit)),
+            )
+        )
+    return out
+
+
+def _share(hits: int, n: int) -> float:
+    return round(hits / n, 3) if n else 0.0
+
+
+def train_report(cases: Sequence[RankingCase]) -> dict[str, Any]:
+    """Cross-validation of the learned ranker against the hand ranking, then the weights fitted on
+    all cases and how they score on them (resubstitution: a dev-set figure, not a held-out one)."""
+    results = cross_validate(cases)
+    protocols: dict[str, list[FoldResult]] = defaultdict(list)
+    for r in results:
+        protocols[r.name.split(":")[0]].append(r)
+    summary = []
+    for name, rows in protocols.items():
+        n = sum(r.n for r in rows)
+        summary.append(
+            {
+                "protocol": name,
+                "n": n,
+                "learned_ac1": _share(sum(r.learned_ac1 for r in rows), n),
+                "learned_ac3": _share(sum(r.learned_ac3 for r in rows), n),
+                "hand_ac1": _share(sum(r.hand_ac1 for r in rows), n),
+                "hand_ac3": _share(sum(r.hand_ac3 for r in rows), n),
+            }
+        )
+    weights, l2 = fit_with_inner_cv([c.training for c in cases])
+    by_system: dict[str, list[RankingCase]] = defaultdict(list)
+    for c in cases:
+        by_system["all"].append(c)
+        by_system[f"system={c.system}"].append(c)
+    fitted = []
+    for group, members in sorted(by_system.items(), key=lambda g: (g[0] != "all", g[0])):
+        n = len(members)
+        learned = [c.learned_order(weights) for c in members]
+        fitted.append(
+            {
+                "group": group,
+                "n": n,
+                "learned_ac1": _share(sum(o[:1].count(c.truth) for o, c in zip(learned, members, strict=True)), n),
+                "learned_ac3": _share(sum(c.truth in o[:3] for o, c in zip(learned, members, strict=True)), n),
+                "hand_ac1": _share(sum(c.hand()[:1].count(c.truth) for c in members), n),
+                "hand_ac3": _share(sum(c.truth in c.hand()[:3] for c in members), n),
+            }
+        )
+    return {
+        "folds": [
+            {
+                "fold": r.name,
+                "n": r.n,
+                "l2": r.l2,
+                "learned_ac1": r.learned_ac1,
+                "learned_ac3": r.learned_ac3,
+                "hand_ac1": r.hand_ac1,
+                "hand_ac3": r.hand_ac3,
+            }
+            for r in results
+        ],
+        "cv": summary,
+        "fit_all": {
+            "l2": l2,
+            "weights": {name: round(float(w), 6) for name, w in zip(FEATURES, weights, strict=True)},
+            "scores": fitted,
+        },
+    }
+
+
+@app.command("train")
+def train_command(
+    cases: Annotated[
+        Path, typer.Option(help="folder of labelled case folders (truth.json each; cases.csv for systems)")
+    ],
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write the folds, CV summary and weights here")
+    ] = None,
+) -> None:
+    """Fit the learned localisation ranker on labelled cases and cross-validate it against the hand
+    ranking (odd/even halves, leave-one-system-out, 5-fold); print the weights fitted on all cases."""
+    try:
+        ranking_cases = load_ranking_cases(cases)
+    except CaseFormatError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    report = train_report(ranking_cases)
+    typer.echo(f"{'fold':44s} {'n':>4s} {'l2':>5s} {'learned @1/@3':>14s} {'hand @1/@3':>11s}")
+    for f in report["folds"]:
+        typer.echo(
+            f"{f['fold']:44s} {f['n']:4d} {f['l2']:5.1f} {f['learned_ac1']:6d} /{f['learned_ac3']:4d}"
+            f" {f['hand_ac1']:4d} /{f['hand_ac3']:4d}"
+        )
+    typer.echo(
+        f"\n{'protocol (pooled held-out)':30s} {'n':>4s} {'learned AC@1':>12s} {'AC@3':>5s}"
+        f" {'hand AC@1':>10s} {'AC@3':>5s}"
+    )
+    for row in report["cv"]:
+        typer.echo(
+            f"{row['protocol']:30s} {row['n']:4d} {row['learned_ac1']:12.3f} {row['learned_ac3']:5.3f}"
+            f" {row['hand_ac1']:10.3f} {row['hand_ac3']:5.3f}"
+        )
+    fit_all = report["fit_all"]
+    typer.echo(f"\nfitted on all {len(ranking_cases)} cases (l2 {fit_all['l2']}); scored on the same cases:")
+    for row in fit_all["scores"]:
+        typer.echo(
+            f"  {row['group']:28s} {row['n']:4d} learned {row['learned_ac1']:.3f} / {row['learned_ac3']:.3f}"
+            f"   hand {row['hand_ac1']:.3f} / {row['hand_ac3']:.3f}"
+        )
+    typer.echo("weights (raw features):")
+    for name, w in fit_all["weights"].items():
+        typer.echo(f"  {name:24s} {w: .6f}")
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=1, sort_keys=True), encoding="utf-8")

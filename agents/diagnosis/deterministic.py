@@ -29,6 +29,7 @@ from domain import (
     Topology,
 )
 
+from .ranker import Matrix, measure_presence, service_features
 from .shifts import SeriesShift, measure_shifts, strength
 
 VERSION = "1.0.0"
@@ -236,6 +237,19 @@ class ServiceRank:
     """Its `caller_credit`: how much every caller of it waited longer on its outgoing calls."""
 
 
+@dataclass(frozen=True, slots=True)
+class RankTable:
+    """One incident as the learned ranker sees it (`DeterministicDiagnoser.rank_table`)."""
+
+    head: tuple[str, ...]
+    """Services named by confident hypotheses, in their order: they stay ahead of any ranking."""
+    hand_order: tuple[str, ...]
+    """The hand-weighted localisation order (`rank_services`)."""
+    services: tuple[str, ...]
+    x: Matrix
+    """One feature row per service of `services` (`ranker.FEATURES`)."""
+
+
 @dataclass(slots=True)
 class DeterministicDiagnoser:
     """Rule-based, topology-aware diagnoser with calibrated confidence; abstains on weak evidence."""
@@ -289,6 +303,27 @@ class DeterministicDiagnoser:
 
     def analyse(self, incident: IncidentContext) -> tuple[list[Hypothesis], list[ServiceRank]]:
         """All supported hypotheses (best first) and the service localisation ranking."""
+        hypotheses, ranks, _symptoms = self._analyse(incident)
+        return hypotheses, ranks
+
+    def rank_table(self, incident: IncidentContext) -> RankTable:
+        """What the learned ranker sees of one incident: the services confident hypotheses place
+        first, the hand-weighted order, and each service's feature row (`ranker.FEATURES`)."""
+        hypotheses, ranks, symptoms = self._analyse(incident)
+        head: list[str] = []
+        for h in hypotheses:
+            if h.confidence >= self.abstain_below and h.service not in head:
+                head.append(h.service)
+        presence = measure_presence(
+            incident.telemetry, sorted(symptoms), incident.onset, incident.now, before=self.before, after=self.after
+        )
+        alerted = frozenset(a.service for a in incident.anomalies)
+        services, x = service_features(symptoms, ranks, presence, alerted)
+        return RankTable(tuple(head), tuple(r.service for r in ranks), services, x)
+
+    def _analyse(
+        self, incident: IncidentContext
+    ) -> tuple[list[Hypothesis], list[ServiceRank], dict[str, ServiceSymptoms]]:
         topology = incident.telemetry.topology()
         services = sorted(set(topology.services) | {a.service for a in incident.anomalies})
         changes = incident.telemetry.changes(
@@ -315,7 +350,7 @@ class DeterministicDiagnoser:
         hypotheses += _upstream_hypotheses(ranks, topology, symptoms, anomaly_ids, incident)
         hypotheses += _symptom_hypotheses(incident, symptoms, anomaly_ids, changes)
         hypotheses.sort(key=Hypothesis.sort_key)
-        return hypotheses, ranks
+        return hypotheses, ranks, symptoms
 
     # ------------------------------------------------------------------------------------------
     def _change_hypotheses(
