@@ -290,3 +290,116 @@ def bench(
 
     configure_logging(log_level)
     run_bench(_load_all(scenarios), json_out=json_out, baseline=baseline)
+
+
+# --------------------------------------------------------------------------------------------
+# Seed check: one scenario, its randomness re-drawn
+# --------------------------------------------------------------------------------------------
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`1-8`, `3`, `1,4,9` or `1-3,7` -> the seeds in order; ValueError naming the bad part."""
+    seeds: list[int] = []
+    for raw in text.split(","):
+        part = raw.strip()
+        low, dash, high = part.partition("-")
+        try:
+            first = int(low)
+            last = int(high) if dash else first
+        except ValueError:
+            raise ValueError(f"--seeds: {part!r} is not a seed or a range like 1-8") from None
+        if first < 0 or last < first:
+            raise ValueError(f"--seeds: {part!r} must be non-negative and low-high with low <= high")
+        seeds.extend(range(first, last + 1))
+    if not seeds:
+        raise ValueError("--seeds: no seeds given")
+    return seeds
+
+
+def _find_scenario(name: str) -> Scenario:
+    """A shipped scenario by name (or file stem), or a scenario YAML by path."""
+    from simulations import ScenarioError, builtin_scenarios, load_scenario
+
+    path = Path(name)
+    try:
+        if path.suffix in (".yaml", ".yml") and path.is_file():
+            return load_scenario(path)
+        for candidate in builtin_scenarios():
+            if candidate.stem == name:
+                return load_scenario(candidate)
+        for candidate in builtin_scenarios():
+            scenario = load_scenario(candidate)
+            if scenario.name == name:
+                return scenario
+    except ScenarioError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    known = ", ".join(sorted(p.stem for p in builtin_scenarios()))
+    typer.echo(
+        f"error: --scenario: no shipped scenario named {name!r} and no such YAML file (shipped: {known})", err=True
+    )
+    raise typer.Exit(2)
+
+
+def play_seed(scenario: Scenario, seed: int) -> dict[str, Any]:
+    """Play `scenario` with its seed replaced by `seed` through the real loop; what it diagnosed and did."""
+    from dataclasses import replace
+
+    from runtime.gameday import play_scenario
+
+    reseeded = replace(scenario, spec=scenario.spec.model_copy(update={"seed": seed}))
+    result = play_scenario(reseeded)
+    truth = scenario.ground_truth
+    causes = [row.cause for row in result.incidents if row.cause]
+    actions = [f"{row.action}:{row.target}" for row in result.incidents if row.action]
+    applied = [f"{a['action']}:{a['target']}:{a['status']}" for a in result.actions]
+    acceptable = {a.value for a in truth.acceptable_actions}
+    return {
+        "seed": seed,
+        "incidents": len(result.incidents),
+        "causes": causes,
+        "actions": actions,
+        "applied": applied,
+        "pages": len(result.pages),
+        "cause_correct": None if truth.cause is None else truth.cause.value in causes,
+        "action_correct": None if truth.cause is None else any(a.split(":", 1)[0] in acceptable for a in actions),
+    }
+
+
+@app.command("seeds")
+def seeds_command(
+    scenario: Annotated[str, typer.Option(help="shipped scenario name (e.g. safety_regression) or a YAML path")],
+    seeds: Annotated[str, typer.Option(help="seeds to play in place of the scenario's own: 1-8, 3, 1,4,9")] = "1-8",
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the per-seed results as JSON here")] = None,
+    log_level: Annotated[str, typer.Option(help="log level of the loop's JSON logs on stderr")] = "WARNING",
+) -> None:
+    """Play one scenario once per seed (its noise re-drawn) and print per seed the diagnosed cause and the action."""
+    from runtime.logs import configure_logging
+
+    try:
+        chosen = parse_seeds(seeds)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    sc = _find_scenario(scenario)
+    configure_logging(log_level)
+    truth = sc.ground_truth
+    expected = truth.cause.value if truth.cause else "(control: no incident)"
+    acceptable = ", ".join(a.value for a in truth.acceptable_actions) or "-"
+    typer.echo(f"{sc.name} (own seed {sc.seed}); truth: {expected}; acceptable: {acceptable}")
+    rows = []
+    for seed in chosen:
+        row = play_seed(sc, seed)
+        rows.append(row)
+        typer.echo(
+            f"seed {seed:>3}  cause {','.join(row['causes']) or '-':<28} action {','.join(row['actions']) or '-'}"
+            f"  (cause {_flag(row['cause_correct'])}, action {_flag(row['action_correct'])})"
+        )
+    if truth.cause is not None:
+        right = sum(1 for r in rows if r["cause_correct"])
+        acted = sum(1 for r in rows if r["action_correct"])
+        typer.echo(f"cause right in {right} of {len(rows)} seeds; an acceptable action in {acted} of {len(rows)}")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        report = {"scenario": sc.name, "own_seed": sc.seed, "truth": expected, "seeds": rows}
+        json_out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import random
 import time
 import tracemalloc
@@ -134,14 +135,46 @@ def measure_memory(n_series: int = 10_000, n_ticks: int = 100) -> dict[str, floa
     }
 
 
-def bench_detection(
-    json_out: Annotated[Path | None, typer.Option("--json", help="also write the figures to this JSON file")] = None,
+def _emit(figures: Any, json_out: Path | None) -> None:
+    text = json.dumps(figures, indent=2, sort_keys=True)
+    typer.echo(text)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text + "\n")
+
+
+def _floats(text: str, option: str) -> tuple[float, ...]:
+    """`0,3,20` -> (0.0, 3.0, 20.0); exit 2 naming the option if a part is not a finite number."""
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(math.isfinite(v) for v in values):
+        typer.echo(f"error: {option}: {text!r} is not a comma-separated list of numbers", err=True)
+        raise typer.Exit(2)
+    return values
+
+
+_JSON = Annotated[Path | None, typer.Option("--json", help="also write the figures to this JSON file")]
+
+detection_app = typer.Typer(
+    help="Detection figures (docs/DETECTION.md). Without a subcommand: throughput, memory, NAB.",
+    invoke_without_command=True,
+)
+
+
+@detection_app.callback()
+def bench_detection(  # noqa: PLR0917 - typer maps each option to a parameter
+    ctx: typer.Context,
+    json_out: _JSON = None,
     nab: Annotated[Path | None, typer.Option(help="NAB data folder: also score the defaults on it")] = None,
-    series: Annotated[int, typer.Option(help="series in the throughput run")] = 1000,
-    ticks: Annotated[int, typer.Option(help="polls in the throughput run")] = 200,
-    memory_series: Annotated[int, typer.Option(help="series in the memory run")] = 10_000,
+    series: Annotated[int, typer.Option(min=1, help="series in the throughput run")] = 1000,
+    ticks: Annotated[int, typer.Option(min=41, help="polls in the throughput run (the first 40 are warm-up)")] = 200,
+    memory_series: Annotated[int, typer.Option(min=1, help="series in the memory run")] = 10_000,
 ) -> None:
     """Throughput of the detection stage vs raw river ADWIN, memory for 10,000 series, NAB score."""
+    if ctx.invoked_subcommand is not None:
+        return
     figures: dict[str, Any] = {}
     figures.update(measure_throughput(series, ticks))
     figures.update(measure_memory(memory_series))
@@ -155,13 +188,83 @@ def bench_detection(
         figures["nab_reward_low_fp"] = round(summary["normalized"]["reward_low_FP_rate"], 2)
         figures["nab_reward_low_fn"] = round(summary["normalized"]["reward_low_FN_rate"], 2)
         figures["nab_rows_per_s"] = round(report["run"]["rows"] / report["run"]["seconds"])
-    text = json.dumps(figures, indent=2, sort_keys=True)
-    typer.echo(text)
-    if json_out is not None:
-        json_out.write_text(text + "\n")
+    _emit(figures, json_out)
+
+
+@detection_app.command("seasonal")
+def bench_seasonal(  # noqa: PLR0917 - typer maps each option to a parameter
+    json_out: _JSON = None,
+    series: Annotated[int, typer.Option(min=1, help="unknown series per poll")] = 100,
+    days: Annotated[float, typer.Option(min=0.01, help="days of 5-minute samples")] = 4.0,
+    amplitudes: Annotated[str, typer.Option(help="daily-cycle amplitudes to sweep (noise sd 2)")] = "0,3,20",
+    seed: Annotated[int, typer.Option(help="seed of the noise and phases")] = 0,
+    memory_series: Annotated[
+        int, typer.Option(min=0, help="also measure memory of this many unknown series (batched vs one by one)")
+    ] = 0,
+) -> None:
+    """us/row of unknown seasonal series: compiled batch path vs one sample at a time (identical anomalies)."""
+    from runtime.detection.bench_seasonal import measure_seasonal, measure_unknown_memory
+
+    figures: dict[str, Any] = {
+        "series": series,
+        "days": days,
+        "seed": seed,
+        "rows": measure_seasonal(series, days, _floats(amplitudes, "--amplitudes"), seed=seed),
+    }
+    if memory_series:
+        figures["unknown_memory"] = measure_unknown_memory(memory_series, seed=seed)
+    _emit(figures, json_out)
+
+
+@detection_app.command("noise")
+def bench_noise(  # noqa: PLR0917 - typer maps each option to a parameter
+    json_out: _JSON = None,
+    tails: Annotated[str, typer.Option(help="lik_tail values to sweep")] = "1e-4,1e-5,1e-6",
+    series: Annotated[int, typer.Option(min=1, help="seeded series per noise kind")] = 5,
+    length: Annotated[int, typer.Option(min=1, help="one-minute samples per series")] = 20_000,
+    seed: Annotated[int, typer.Option(help="first seed (series i uses seed + i)")] = 0,
+    nab: Annotated[Path | None, typer.Option(help="NAB data folder: also score NAB at each lik_tail")] = None,
+) -> None:
+    """False alarms per 10,000 samples on white noise, AR(1) (phi 0.9) and a random walk, by lik_tail."""
+    from runtime.detection.bench_noise import measure_noise
+
+    values = _floats(tails, "--tails")
+    if not all(0.0 < t < 0.5 for t in values):
+        typer.echo(f"error: --tails: {tails!r}: every lik_tail must be in (0, 0.5)", err=True)
+        raise typer.Exit(2)
+    if nab is not None and not (nab / "score.py").is_file():
+        typer.echo(f"error: --nab: {nab}: not a NAB data folder (no score.py)", err=True)
+        raise typer.Exit(2)
+    rows = measure_noise(values, n_series=series, length=length, seed=seed, nab=nab)
+    _emit({"series_per_kind": series, "length": length, "seed": seed, "rows": rows}, json_out)
+
+
+@detection_app.command("fleet")
+def bench_fleet(
+    json_out: _JSON = None,
+    poll_s: Annotated[float, typer.Option(min=1.0, help="seconds of simulated time per poll")] = 60.0,
+    scenarios: Annotated[Path | None, typer.Option(help="folder of scenario YAML files (default: shipped)")] = None,
+    only: Annotated[list[str] | None, typer.Option("--scenario", help="only this scenario (repeatable)")] = None,
+) -> None:
+    """Detection alone on every simulator scenario in polls: alarms on the faulty service, on controls."""
+    from runtime.detection.bench_fleet import load, scan_fleet
+    from simulations import ScenarioError
+
+    try:
+        chosen = load(scenarios)
+    except ScenarioError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if only:
+        missing = sorted(set(only) - {sc.name for sc in chosen})
+        if missing:
+            typer.echo(f"error: --scenario: unknown scenario(s) {', '.join(missing)}", err=True)
+            raise typer.Exit(2)
+        chosen = [sc for sc in chosen if sc.name in only]
+    _emit(scan_fleet(chosen, poll_s), json_out)
 
 
 def register(app: typer.Typer) -> None:
-    """Add the detection benchmark command to `homeostat bench` (`detection`, alias `detect`)."""
-    app.command("detection")(bench_detection)
-    app.command("detect", hidden=True)(bench_detection)
+    """Add the detection benchmarks to `homeostat bench` (`detection`, alias `detect`)."""
+    app.add_typer(detection_app, name="detection")
+    app.add_typer(detection_app, name="detect", hidden=True)
