@@ -50,8 +50,10 @@ class SupervisorSettings:
     """Seconds a new incident waits for correlated anomalies before diagnosis starts; each anomaly
     that joins it while it settles restarts the wait, up to `settle_max_s`."""
     settle_max_s: float = 60.0
-    """Hard cap on the settle period, in seconds after the incident opened (3 x settle_s): a steady
-    trickle of anomalies cannot keep an incident from being diagnosed. Wall clock."""
+    """Hard cap on the settle period, in seconds after the incident opened, so a steady trickle of
+    anomalies cannot keep an incident from being diagnosed. Wall clock. The default, equal to
+    settle_s, keeps the deadline fixed: a longer settle let later symptoms into the incident that
+    the verify step then judged against a failover's accepted latency cost (docs/DAEMON.md)."""
     group_window_s: float = 180.0
     """Anomalies on other services whose timestamps lie within this many seconds of the nearest
     anomaly of a settling incident join it, so a chained cascade stays one incident. Data time."""
@@ -187,8 +189,14 @@ class Supervisor:
     def _in_cooldown(self, row: IncidentRow, now: datetime) -> bool:
         """A closed incident whose action changed something, closed less than `cooldown_s` ago.
         Incidents closed without changing anything (transient, escalated, denied) have no aftermath."""
-        changed_something = row.action is not None and row.action != "escalate" and row.state == "resolved"
-        return changed_something and _seconds_between(row.updated_at, now) < self._settings.cooldown_s
+        if row.state != IncidentState.RESOLVED.value or row.action is None:
+            return False
+        try:
+            changes_nothing = spec_for(row.action).changes_nothing
+        except KeyError:
+            log.warning("incident.unknown_action", incident_id=row.id, action=row.action)
+            return False
+        return not changes_nothing and _seconds_between(row.updated_at, now) < self._settings.cooldown_s
 
     def _aftermath(self, row: IncidentRow, anomaly: Anomaly) -> Aftermath | None:
         """How an anomaly soon after `row`'s action relates to it; None if not on a service it changed.
