@@ -203,13 +203,14 @@ def bench_seasonal(  # noqa: PLR0917 - typer maps each option to a parameter
     ] = 0,
 ) -> None:
     """us/row of unknown seasonal series: compiled batch path vs one sample at a time (identical anomalies)."""
-    from runtime.detection.bench_seasonal import measure_seasonal, measure_unknown_memory
+    from runtime.detection.bench_seasonal import measure_adopt_release, measure_seasonal, measure_unknown_memory
 
     figures: dict[str, Any] = {
         "series": series,
         "days": days,
         "seed": seed,
         "rows": measure_seasonal(series, days, _floats(amplitudes, "--amplitudes"), seed=seed),
+        "warm_series_release_and_adopt": measure_adopt_release(seed=seed),
     }
     if memory_series:
         figures["unknown_memory"] = measure_unknown_memory(memory_series, seed=seed)
@@ -245,14 +246,17 @@ def bench_fleet(
     poll_s: Annotated[float, typer.Option(min=1.0, help="seconds of simulated time per poll")] = 60.0,
     scenarios: Annotated[Path | None, typer.Option(help="folder of scenario YAML files (default: shipped)")] = None,
     only: Annotated[list[str] | None, typer.Option("--scenario", help="only this scenario (repeatable)")] = None,
+    config: Annotated[Path | None, typer.Option(help="detection config merged over the defaults")] = None,
 ) -> None:
     """Detection alone on every simulator scenario in polls: alarms on the faulty service, on controls."""
     from runtime.detection.bench_fleet import load, scan_fleet
+    from runtime.detection.config import DetectionConfigError, load_detection_config
     from simulations import ScenarioError
 
     try:
         chosen = load(scenarios)
-    except ScenarioError as exc:
+        detection_config = load_detection_config(config) if config is not None else None
+    except (ScenarioError, DetectionConfigError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     if only:
@@ -261,7 +265,7 @@ def bench_fleet(
             typer.echo(f"error: --scenario: unknown scenario(s) {', '.join(missing)}", err=True)
             raise typer.Exit(2)
         chosen = [sc for sc in chosen if sc.name in only]
-    _emit(scan_fleet(chosen, poll_s), json_out)
+    _emit(scan_fleet(chosen, poll_s, detection_config), json_out)
 
 
 def register(app: typer.Typer) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from runtime.detection.config import DetectionConfig
     from simulations import Scenario
 
 
@@ -23,14 +24,14 @@ def _onset_s(scenario: Scenario) -> float | None:
     return min(times) if times else None
 
 
-def scan_scenario(scenario: Scenario, poll_s: float = 60.0) -> dict[str, Any]:
+def scan_scenario(scenario: Scenario, poll_s: float = 60.0, config: DetectionConfig | None = None) -> dict[str, Any]:
     """Detection's anomalies on one scenario, split by ground-truth service and severity."""
     from runtime.detection.columnar import kernels_ready
     from runtime.detection.engine import DetectionEngine
 
     kernels_ready(wait=True)
     fleet = scenario.build_fleet()
-    engine = DetectionEngine()
+    engine = DetectionEngine(config)
     engine.wait_for_kernels = True
     start = fleet.now
     end = start + timedelta(seconds=scenario.duration_s)
@@ -62,9 +63,11 @@ def scan_scenario(scenario: Scenario, poll_s: float = 60.0) -> dict[str, Any]:
     }
 
 
-def scan_fleet(scenarios: list[Scenario], poll_s: float = 60.0) -> dict[str, Any]:
+def scan_fleet(
+    scenarios: list[Scenario], poll_s: float = 60.0, config: DetectionConfig | None = None
+) -> dict[str, Any]:
     """`scan_scenario` for each scenario plus the summary the docs quote."""
-    rows = [scan_scenario(sc, poll_s) for sc in scenarios]
+    rows = [scan_scenario(sc, poll_s, config) for sc in scenarios]
     faults = [r for r in rows if not r["control"]]
     controls = [r for r in rows if r["control"]]
     return {

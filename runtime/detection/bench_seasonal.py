@@ -132,3 +132,31 @@ def measure_unknown_memory(n_series: int = 10_000, n_polls: int = 60, *, seed: i
         out[f"{mode}_bytes_per_series"] = round(traced / n_series)
         del engine
     return out
+
+
+def measure_adopt_release(days: float = 8.0, cycles: int = 200, *, seed: int = 0) -> dict[str, Any]:
+    """us per release-and-adopt of one warm likelihood series (its season tables copied out and in).
+
+    One unknown series is fed `days` of 5-minute samples (8 days: daily and weekly tables warm),
+    then moved out of the compiled arrays and back `cycles` times, as a hand-back does.
+    """
+    from runtime.detection.columnar import kernels_ready
+    from runtime.detection.engine import DetectionEngine
+
+    kernels_ready(wait=True)
+    keys, polls = seasonal_polls(1, days, 0.0, seed=seed)  # flat: ends armed, so adoptable
+    engine = DetectionEngine()
+    engine.wait_for_kernels = True
+    for ts, values in polls:
+        engine.observe_columns(keys, [ts], values)
+    cols = engine._cols  # the bench times exactly the engine's own copy in and out
+    slot = engine._slots[keys[0]]
+    cols.adopt(slot)
+    if not cols.active[slot]:
+        raise AssertionError("the warm series could not be adopted by the compiled path")
+    started = time.perf_counter()
+    for _ in range(cycles):
+        cols.release(slot)
+        cols.adopt(slot)
+    seconds = time.perf_counter() - started
+    return {"days": days, "cycles": cycles, "us_per_release_and_adopt": round(1e6 * seconds / cycles, 2)}

@@ -47,7 +47,9 @@ class TestSeasonalBench:
         args = ["detection", "seasonal", "--series", "3", "--days", "0.2", "--amplitudes", "0,20", "--json", str(out)]
         result = _bench(args)
         assert result.exit_code == 0, result.output
-        rows = json.loads(out.read_text())["rows"]
+        figures = json.loads(out.read_text())
+        rows = figures["rows"]
+        assert figures["warm_series_release_and_adopt"]["us_per_release_and_adopt"] > 0
         assert [r["amplitude"] for r in rows] == [0.0, 20.0]
         for row in rows:
             assert row["identical"] is True
@@ -123,6 +125,17 @@ class TestFleetBench:
         assert row["alarms_on_faulty"] >= 1
         assert row["first_alarm_after_onset_s"] is not None and 0 <= row["first_alarm_after_onset_s"] <= 300
         assert report["faults_with_alarm_on_faulty_service"] == 1
+
+    def test_a_bad_detection_config_exits_2_naming_the_file(self, tmp_path):
+        """`--config` with an unknown field is refused with exit code 2 naming file and field."""
+        folder = tmp_path / "scenarios"
+        folder.mkdir()
+        (folder / "tiny.yaml").write_text(SCENARIO)
+        bad = tmp_path / "detection.yaml"
+        bad.write_text("defaults:\n  adwin_blok: 1\n")
+        result = _bench(["detection", "fleet", "--scenarios", str(folder), "--config", str(bad)])
+        assert result.exit_code == 2
+        assert "detection.yaml" in result.stderr and "adwin_blok" in result.stderr
 
     def test_unknown_scenario_name_exits_2(self, tmp_path):
         """Asking for a scenario the folder does not hold is refused with exit code 2 naming it."""
