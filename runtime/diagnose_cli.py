@@ -247,7 +247,13 @@ def ranked_output(diagnoser: Diagnoser, ctx: IncidentContext) -> tuple[Diagnosis
     ranked = DeterministicDiagnoser().ranked(ctx)
     if diagnosis.cause.value != "unknown":
         head = RankedCandidate(diagnosis.service, diagnosis.cause, diagnosis.confidence, diagnosis.evidence)
-        ranked = [head, *[r for r in ranked if r.service != diagnosis.service]]
+        # Nothing below the diagnosis claims more than it (an LLM may pick a less confident place).
+        rest = [
+            RankedCandidate(r.service, r.cause, min(r.confidence, diagnosis.confidence), r.evidence)
+            for r in ranked
+            if r.service != diagnosis.service
+        ]
+        ranked = [head, *rest]
     return diagnosis, ranked
 
 
@@ -329,12 +335,44 @@ def llm_diagnoser_from_env(environ: Mapping[str, str] | None = None) -> Diagnose
         raise typer.BadParameter(str(exc)) from None
 
 
-def _diagnoser(kind: str) -> Diagnoser:
+def diagnoser_from_config(path: Path, kind: str | None = None) -> Diagnoser:
+    """The diagnoser of a daemon config file's ``diagnoser:`` section, built by the daemon's own
+    builder (`runtime.daemon.build_diagnoser`); `kind` overrides the section's kind."""
+    from runtime.config import ConfigFileError, load_config
+    from runtime.daemon import build_diagnoser
+
+    try:
+        section = load_config(path, check_files=False).diagnoser
+    except ConfigFileError as exc:
+        raise CaseFormatError("; ".join(str(e) for e in exc.errors)) from None
+    if kind is None or kind == section.kind:
+        return build_diagnoser(section)
     if kind == "deterministic":
         return DeterministicDiagnoser()
+    missing = [k for k in ("base_url", "model") if getattr(section, k) is None]
+    if missing:
+        raise CaseFormatError(
+            f"--diagnoser llm with --config {path}: its diagnoser section has no {' and '.join(missing)}"
+        )
+    return build_diagnoser(section.model_copy(update={"kind": "llm"}))
+
+
+def _diagnoser(kind: str | None, config: Path | None = None) -> Diagnoser:
+    if kind not in (None, "deterministic", "llm"):
+        raise typer.BadParameter(f"--diagnoser must be 'deterministic' or 'llm', got {kind!r}")
+    if config is not None:
+        try:
+            return diagnoser_from_config(config, kind)
+        except CaseFormatError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
     if kind == "llm":
         return llm_diagnoser_from_env()
-    raise typer.BadParameter(f"--diagnoser must be 'deterministic' or 'llm', got {kind!r}")
+    return DeterministicDiagnoser()
+
+
+DIAGNOSER_HELP = "deterministic | llm (default: the --config file's diagnoser section, else deterministic)"
+CONFIG_HELP = "homeostat.yaml whose diagnoser: section to use, as the daemon does (else HOMEOSTAT_LLM_* variables)"
 
 
 @app.callback()
@@ -345,7 +383,8 @@ def diagnose(
     anomaly: Annotated[Path | None, typer.Option(help="anomaly JSON: {service, signal, ts}")] = None,
     changes: Annotated[Path | None, typer.Option(help="changes JSONL: {ts, service, kind, from, to, actor}")] = None,
     topology: Annotated[Path | None, typer.Option(help="topology JSON: {edges: [caller, callee] pairs}")] = None,
-    diagnoser: Annotated[str, typer.Option(help="deterministic | llm")] = "deterministic",
+    diagnoser: Annotated[str | None, typer.Option(help=DIAGNOSER_HELP)] = None,
+    config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print {ranked: [...], abstain} as JSON")] = False,
 ) -> None:
     """Diagnose an exported incident offline, through the same code as the daemon."""
@@ -359,7 +398,7 @@ def diagnose(
     except CaseFormatError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    diagnosis, ranked = ranked_output(_diagnoser(diagnoser), case.context)
+    diagnosis, ranked = ranked_output(_diagnoser(diagnoser, config), case.context)
     if as_json:
         typer.echo(json.dumps(output_json(diagnosis, ranked), indent=1, sort_keys=True))
     else:
@@ -369,7 +408,8 @@ def diagnose(
 @app.command("case")
 def case_command(
     folder: Annotated[Path, typer.Argument(help="case folder with samples.jsonl, anomaly.json[, topology.json]")],
-    diagnoser: Annotated[str, typer.Option(help="deterministic | llm")] = "deterministic",
+    diagnoser: Annotated[str | None, typer.Option(help=DIAGNOSER_HELP)] = None,
+    config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Print the diagnosis of one case folder with its evidence (truth.json is not read)."""
@@ -378,7 +418,7 @@ def case_command(
     except CaseFormatError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    diagnosis, ranked = ranked_output(_diagnoser(diagnoser), case.context)
+    diagnosis, ranked = ranked_output(_diagnoser(diagnoser, config), case.context)
     if as_json:
         typer.echo(json.dumps(output_json(diagnosis, ranked), indent=1, sort_keys=True))
     else:
@@ -464,12 +504,13 @@ def summarise(results: Sequence[CaseResult]) -> list[dict[str, Any]]:
 @app.command("bench")
 def bench_command(
     cases: Annotated[Path, typer.Option(help="folder of case folders (and optionally cases.csv for systems)")],
-    diagnoser: Annotated[str, typer.Option(help="deterministic | llm")] = "deterministic",
+    diagnoser: Annotated[str | None, typer.Option(help=DIAGNOSER_HELP)] = None,
+    config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write per-case results and the summary here")] = None,
 ) -> None:
     """Root-cause-service AC@1/AC@3/AC@5 and time per case on a labelled case set."""
     try:
-        results = run_bench(cases, _diagnoser(diagnoser))
+        results = run_bench(cases, _diagnoser(diagnoser, config))
     except CaseFormatError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

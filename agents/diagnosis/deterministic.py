@@ -944,7 +944,8 @@ def ranked_candidates(
 
     Services that a confident hypothesis names come first (by confidence); every other
     anomalous service follows in localisation order with its best hypothesis' cause, or
-    `unknown`, and the confidence of its localisation score.
+    `unknown`, and the confidence of its localisation score, made non-increasing down the list
+    (`non_increasing`) and never above the last confident hypothesis.
     """
     out: list[RankedCandidate] = []
     seen: set[str] = set()
@@ -956,10 +957,30 @@ def ranked_candidates(
     best_cause: dict[str, Cause] = {}
     for h in hypotheses:
         best_cause.setdefault(h.service, h.cause)
-    for r in ranks:
-        if r.service in seen:
-            continue
-        seen.add(r.service)
-        cause = best_cause.get(r.service, Cause.UNKNOWN)
-        out.append(RankedCandidate(r.service, cause, min(confidence_of(r.score), abstain_below), r.evidence))
+    rest = [r for r in ranks if r.service not in seen]
+    ceiling = out[-1].confidence if out else abstain_below
+    own = [min(confidence_of(r.score), abstain_below, ceiling) for r in rest]
+    for r, confidence in zip(rest, non_increasing(own), strict=True):
+        out.append(RankedCandidate(r.service, best_cause.get(r.service, Cause.UNKNOWN), confidence, r.evidence))
+    return out
+
+
+def non_increasing(values: Sequence[float]) -> list[float]:
+    """The non-increasing sequence closest to `values` in least squares (pool adjacent violators).
+
+    Rank fusion may place a service above others that scored higher; its place is the claim, so
+    the confidences down the list must not rise. A run of places that violates the order shares
+    the mean of its confidences: the promoted service gains what the services it passed lose.
+    """
+    blocks: list[list[float]] = []  # [mean, count]
+    for v in values:
+        blocks.append([v, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] < blocks[-1][0]:
+            mean, count = blocks.pop()
+            prev = blocks[-1]
+            prev[0] = (prev[0] * prev[1] + mean * count) / (prev[1] + count)
+            prev[1] += count
+    out: list[float] = []
+    for mean, count in blocks:
+        out += [round(mean, 4)] * int(count)
     return out
