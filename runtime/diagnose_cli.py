@@ -15,11 +15,12 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 
 from agents.diagnosis import DeterministicDiagnoser, RankedCandidate
@@ -636,9 +637,21 @@ def _share(hits: int, n: int) -> float:
     return round(hits / n, 3) if n else 0.0
 
 
-def train_report(cases: Sequence[RankingCase]) -> dict[str, Any]:
+def select_features(cases: Sequence[RankingCase], names: Sequence[str]) -> list[RankingCase]:
+    """The cases with only the named feature columns (in FEATURES order)."""
+    unknown = [n for n in names if n not in FEATURES]
+    if unknown or not names:
+        raise CaseFormatError(
+            f"--features: unknown feature(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(FEATURES)}"
+        )
+    columns = [i for i, name in enumerate(FEATURES) if name in set(names)]
+    return [replace(c, training=replace(c.training, x=np.ascontiguousarray(c.training.x[:, columns]))) for c in cases]
+
+
+def train_report(cases: Sequence[RankingCase], features: Sequence[str] = FEATURES) -> dict[str, Any]:
     """Cross-validation of the learned ranker against the hand ranking, then the weights fitted on
-    all cases and how they score on them (resubstitution: a dev-set figure, not a held-out one)."""
+    all cases and how they score on them (resubstitution: a dev-set figure, not a held-out one).
+    `features` names the columns the cases hold (FEATURES order)."""
     results = cross_validate(cases)
     protocols: dict[str, list[FoldResult]] = defaultdict(list)
     for r in results:
@@ -691,7 +704,8 @@ def train_report(cases: Sequence[RankingCase]) -> dict[str, Any]:
         "cv": summary,
         "fit_all": {
             "l2": l2,
-            "weights": {name: round(float(w), 6) for name, w in zip(FEATURES, weights, strict=True)},
+            "features": list(features),
+            "weights": {name: round(float(w), 6) for name, w in zip(features, weights, strict=True)},
             "scores": fitted,
         },
     }
@@ -705,15 +719,25 @@ def train_command(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="write the folds, CV summary and weights here")
     ] = None,
+    features: Annotated[
+        str | None, typer.Option(help="comma-separated feature names to use (default: all of them)")
+    ] = None,
 ) -> None:
     """Fit the learned localisation ranker on labelled cases and cross-validate it against the hand
     ranking (odd/even halves, leave-one-system-out, 5-fold); print the weights fitted on all cases."""
+    chosen: Sequence[str] = FEATURES
     try:
+        if features is not None:
+            chosen = [n.strip() for n in features.split(",") if n.strip()]
+            select_features([], chosen)  # refuse unknown names before the slow load
         ranking_cases = load_ranking_cases(cases)
+        if features is not None:
+            ranking_cases = select_features(ranking_cases, chosen)
+            chosen = [n for n in FEATURES if n in set(chosen)]
     except CaseFormatError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    report = train_report(ranking_cases)
+    report = train_report(ranking_cases, chosen)
     typer.echo(f"{'fold':44s} {'n':>4s} {'l2':>5s} {'learned @1/@3':>14s} {'hand @1/@3':>11s}")
     for f in report["folds"]:
         typer.echo(

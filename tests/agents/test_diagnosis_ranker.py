@@ -223,3 +223,17 @@ class TestTrainCommand:
         result = runner.invoke(app, ["diagnose", "train", "--cases", str(tmp_path / "b")])
         assert result.exit_code == 2
         assert "root_cause_service 'redis' has no samples" in result.output
+
+
+def test_train_uses_only_the_features_asked_for_and_refuses_unknown_ones(tmp_path: Path) -> None:
+    """--features restricts the model to those columns; an unknown name is refused with the choices."""
+    for i, culprit in enumerate(["ads", "cart", "mail", "pay"]):
+        write_case(tmp_path / "set" / f"case-{i}", culprit, seed=i)
+    out = tmp_path / "train.json"
+    args = ["diagnose", "train", "--cases", str(tmp_path / "set"), "--json", str(out)]
+    result = runner.invoke(app, [*args, "--features", "mem_peer, cpu_peer"])
+    assert result.exit_code == 0, result.output
+    assert list(json.loads(out.read_text())["fit_all"]["weights"]) == ["cpu_peer", "mem_peer"]
+    result = runner.invoke(app, [*args, "--features", "cpu_peer,pod_name"])
+    assert result.exit_code == 2
+    assert "unknown feature(s) pod_name; choose from cpu_peer" in result.output
