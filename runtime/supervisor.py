@@ -420,6 +420,10 @@ class Supervisor:
         if row is None:
             return None
         data = row.as_dict()
+        for record in self._journal.records(incident_id=incident_id, kind="incident_opened"):
+            if "follows" in record.payload:  # opened right after an action resolved another incident
+                data["follows"] = record.payload["follows"]
+                data["follows_because"] = record.payload.get("follows_because", "")
         if row.graph_started:
             values = self._graph.get_state(_config(incident_id)).values
             for key in ("diagnosis", "proposal", "decision", "approvals", "outcome", "verification", "anomalies"):

@@ -170,6 +170,8 @@ def test_an_anomaly_the_failover_does_not_explain_opens_a_new_incident_that_foll
     (opened,) = harness.records(new_id, "incident_opened")
     assert opened["follows"] == resolved.incident_id
     assert because in opened["follows_because"]
+    shown = harness.supervisor.get_incident(new_id)  # what the API and the console show a person
+    assert shown is not None and shown["follows"] == resolved.incident_id and because in shown["follows_because"]
     assert [a["id"] for a in opened["anomalies"]] == [anomaly.id]
     assert not [p for p in harness.records(resolved.incident_id, "observation") if p["anomaly"]["id"] == anomaly.id]
 
