@@ -155,6 +155,13 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
     return values
 
 
+def _check_nab(nab: Path | None) -> None:
+    """Exit 2 before any measuring if `--nab` is not a NAB data folder."""
+    if nab is not None and not (nab / "score.py").is_file():
+        typer.echo(f"error: --nab: {nab}: not a NAB data folder (no score.py)", err=True)
+        raise typer.Exit(2)
+
+
 _JSON = Annotated[Path | None, typer.Option("--json", help="also write the figures to this JSON file")]
 
 detection_app = typer.Typer(
@@ -175,6 +182,7 @@ def bench_detection(  # noqa: PLR0917 - typer maps each option to a parameter
     """Throughput of the detection stage vs raw river ADWIN, memory for 10,000 series, NAB score."""
     if ctx.invoked_subcommand is not None:
         return
+    _check_nab(nab)
     figures: dict[str, Any] = {}
     figures.update(measure_throughput(series, ticks))
     figures.update(measure_memory(memory_series))
@@ -233,9 +241,7 @@ def bench_noise(  # noqa: PLR0917 - typer maps each option to a parameter
     if not all(0.0 < t < 0.5 for t in values):
         typer.echo(f"error: --tails: {tails!r}: every lik_tail must be in (0, 0.5)", err=True)
         raise typer.Exit(2)
-    if nab is not None and not (nab / "score.py").is_file():
-        typer.echo(f"error: --nab: {nab}: not a NAB data folder (no score.py)", err=True)
-        raise typer.Exit(2)
+    _check_nab(nab)
     rows = measure_noise(values, n_series=series, length=length, seed=seed, nab=nab)
     _emit({"series_per_kind": series, "length": length, "seed": seed, "rows": rows}, json_out)
 

@@ -40,6 +40,14 @@ def _bench(args: list[str]) -> Result:
     return CliRunner().invoke(bench_app, args)
 
 
+@pytest.mark.parametrize("command", [[], ["noise"]])
+def test_a_folder_without_nab_data_exits_2_before_measuring(tmp_path, command):
+    """`--nab` pointing at a folder without NAB's scorer is refused at once with exit code 2."""
+    result = _bench(["detection", *command, "--nab", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "not a NAB data folder" in result.stderr
+
+
 class TestSeasonalBench:
     def test_reports_both_paths_per_amplitude_with_identical_anomalies(self, tmp_path):
         """`bench detection seasonal` times the compiled and one-sample paths per amplitude and checks they agree."""
