@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from agents.ports import IncidentContext
@@ -31,6 +31,7 @@ from domain import (
 
 from .ranker import Matrix, measure_presence, service_features
 from .shifts import SeriesShift, measure_shifts, strength
+from .structure import fail_fast_evidence, fail_fast_scores, fail_fast_windows, interleave
 
 VERSION = "1.0.0"
 
@@ -341,7 +342,7 @@ class DeterministicDiagnoser:
             flagged = frozenset(a.signal for a in incident.anomalies if a.service == service)
             symptoms[service] = ServiceSymptoms(service, own, flagged, refs)
 
-        ranks = rank_services(symptoms, topology, incident, anomaly_ids)
+        ranks = rank_services(symptoms, topology, incident, anomaly_ids, before=self.before, after=self.after)
         hypotheses: list[Hypothesis] = []
         change_hypotheses = self._change_hypotheses(incident, changes, symptoms, anomaly_ids)
         hypotheses += change_hypotheses
@@ -799,6 +800,9 @@ def _transitive_callers(topology: Topology, service: str) -> list[str]:
 
 #: Weight of the credit a callee gets for its callers' outgoing-call latency rise.
 CALLER_CREDIT_WEIGHT = 0.5
+#: Places at the head of the score order that rank fusion leaves alone: only the leader, so each
+#: separate family of evidence (caller credit, fail-fast) can reach the top three.
+FUSE_KEEP_LEADER = 1
 
 
 def caller_credit(symptoms: Mapping[str, ServiceSymptoms], topology: Topology, service: str) -> float:
@@ -844,14 +848,19 @@ def rank_services(
     topology: Topology,
     incident: IncidentContext,
     anomaly_ids: Mapping[tuple[str, str], str],
+    *,
+    before: timedelta = timedelta(minutes=30),
+    after: timedelta = timedelta(minutes=30),
 ) -> list[ServiceRank]:
     """Services ranked as root-cause candidates, best first.
 
     A service's score is its localisation (`ServiceSymptoms.localisation`) plus
     CALLER_CREDIT_WEIGHT x `caller_credit`, with a faint tie-break from below-threshold movement.
     An anomalous service none of whose callees is anomalous is marked "upstream".
-    The order is that score's, with every second place after the second given to the best
-    caller-credit candidate not yet placed (`fuse_caller_credit`).
+    The order is that score's, fused with two families of evidence that a weighted sum drowns:
+    caller credit (`fuse_caller_credit`), then fail-fast (`structure.fail_fast_from_telemetry`:
+    served latency falls while served workload drops). Each family gets every second place after
+    the second, so the first two places are always the score's.
     """
     anomaly = {s: sym.localisation() for s, sym in symptoms.items()}
     ranks: list[ServiceRank] = []
@@ -877,36 +886,37 @@ def rank_services(
             )
         )
     ranks.sort(key=lambda r: (-r.score, r.service))
-    return fuse_caller_credit(ranks)
+    windows = fail_fast_windows(
+        incident.telemetry, sorted(symptoms), incident.onset, incident.now, before=before, after=after
+    )
+    fail_fast = fail_fast_scores(windows, symptoms)
+    window_s = (min(incident.now, incident.onset + after) - incident.onset).total_seconds()
+    return [
+        replace(r, evidence=r.evidence + tuple(fail_fast_evidence(windows, r.service, window_s)))
+        if fail_fast.get(r.service, 0.0) > 0.0
+        else r
+        for r in fuse_ranks(ranks, [fail_fast, {r.service: r.credit for r in ranks}])
+    ]
 
 
 def fuse_caller_credit(ranks: Sequence[ServiceRank]) -> list[ServiceRank]:
     """Interleave the score order with the caller-credit order, leaving the leader in place.
 
-    Places 1 and 2 follow the score; from then on the places alternate between the caller-credit
-    list (services with credit > 0, by credit, then score) and the score list, each skipping
-    services already placed. A delayed callee often shows nothing of its own: its callers' waiting
-    is its only sign, which the weighted sum lets louder, unrelated services drown. Giving that
-    family of evidence its own places puts it in the top three without moving the first place.
-    Without a call graph (or when no caller waited) the order is the score's.
+    Place 1 follows the score; from then on the places alternate between the caller-credit list
+    (services with credit > 0, by credit, then score) and the score list, each skipping services
+    already placed. A delayed callee often shows nothing of its own: its callers' waiting is its
+    only sign, which the weighted sum lets louder, unrelated services drown. Without a call graph
+    (or when no caller waited) the order is the score's. `rank_services` fuses this family and
+    fail-fast together (`fuse_ranks`).
     """
-    by_score = list(ranks)
-    by_credit = sorted((r for r in ranks if r.credit > 0), key=lambda r: (-r.credit, -r.score, r.service))
-    if not by_credit or len(by_score) < 3:
-        return by_score
-    queues = (by_score, by_credit)
-    out: list[ServiceRank] = [by_score[0]]
-    placed = {by_score[0].service}
-    turn = 0
-    while len(out) < len(ranks):
-        queue = queues[turn % 2]
-        turn += 1
-        while queue and queue[0].service in placed:
-            queue.pop(0)
-        if queue:
-            placed.add(queue[0].service)
-            out.append(queue.pop(0))
-    return out
+    return fuse_ranks(ranks, [{r.service: r.credit for r in ranks}])
+
+
+def fuse_ranks(ranks: Sequence[ServiceRank], families: Sequence[Mapping[str, float]]) -> list[ServiceRank]:
+    """`structure.interleave` on ranked services: the score's leader keeps place 1, then each family
+    of evidence and the score take places in turn (FUSE_KEEP_LEADER)."""
+    by_service = {r.service: r for r in ranks}
+    return [by_service[s] for s in interleave([r.service for r in ranks], families, keep=FUSE_KEEP_LEADER)]
 
 
 def _alternatives(hypotheses: Sequence[Hypothesis], top: Hypothesis | None) -> tuple[tuple[Cause, float], ...]:

@@ -12,13 +12,16 @@ signal families only (names containing "latency" and "server"; names containing 
 and gives the family its own places in a ranking (`fuse_family`), as caller credit has: a
 separate family of evidence drowns in a weighted sum with louder, unrelated movement.
 
-In practice the workload term decides: a steady, small served workload that drops to zero for
-two of three consecutive minutes is a capped 50-spread fall (10 points at the default weight), and the served-latency
-fall (a log ratio, typically 0.5-3) orders the services whose workload collapsed. Neither part
-alone helps on the Nezha cases; together, fused at place 3 after the existing ranking, they move
-TrainTicket AC@3 from 11/45 to 14/45 (mostly `return` faults) and Online Boutique from 50/56 to
-52/56, with no case-id half worse. Signals Homeostat knows (`domain.Signal`) match neither family,
-so the simulator's scenarios are not reordered. All functions are pure and deterministic.
+A fall counts only when it is marked, not noise: a served-latency series must fall by a log ratio
+of at least MIN_LATENCY_FALL (about 18 %), a workload series by at least MIN_FALL_SPREADS of its own
+spreads and by that same ratio. In practice the workload term decides: a steady, small served
+workload that drops to zero for two of three consecutive minutes is a capped 50-spread fall (10
+points at the default weight), and the served-latency fall (a log ratio, typically 0.5-3) orders
+the services whose workload collapsed. Fused at place 3 after the existing ranking
+(`deterministic.rank_services`), this moves Nezha AC@3 from 61 to 64 of 101 (TrainTicket 11 -> 14,
+Online Boutique 50 -> 50, no case-id half worse; docs/DIAGNOSIS.md). Signals Homeostat knows
+(`domain.Signal`) match neither family, so the simulator's scenarios are not reordered. All
+functions are pure and deterministic.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from statistics import median
 
 from agents.diagnosis.shifts import EFFECT_CAP, OWN_SCALE_FLOOR, after_level, robust_scale
 from agents.ports import TelemetryReader
-from domain import Direction
+from domain import Direction, SeriesEvidence
 
 #: Weight of the workload fall (in own spreads, capped at EFFECT_CAP) against the served-latency
 #: fall (a natural log ratio). Chosen on the odd case-id half, where 0.1-0.5 tie; 0.2 is the middle.
@@ -38,6 +41,12 @@ FAIL_FAST_TRAFFIC_WEIGHT = 0.2
 #: The log ratio of a latency fall adds this share of the level before to both sides, so a
 #: level that falls to zero gives a finite, unit-free ratio.
 LOG_RATIO_EPSILON = 0.01
+#: A series counts only when it fell by at least this many of its own spreads (the threshold at
+#: which `shifts.strength` starts counting a movement as evidence).
+MIN_FALL_SPREADS = 3.0
+#: A served-latency series counts only when it fell by at least this log ratio (about 18 %): a
+#: fail-fast is a marked drop, not noise. 0.1-0.3 give the same Nezha ranks (checked, not tuned).
+MIN_LATENCY_FALL = 0.2
 #: Places at the head of the base order that `fuse_family` leaves alone.
 FUSE_KEEP = 2
 
@@ -86,6 +95,13 @@ def spread_fall(before: Sequence[float], after: Sequence[float]) -> float:
     return max(0.0, min(EFFECT_CAP, (level - low) / scale))
 
 
+def fell_clearly(before: Sequence[float], after: Sequence[float]) -> bool:
+    """Whether a series fell by at least MIN_FALL_SPREADS of its own spreads: a noise-level dip is
+    not a signature, as a rise below 3 spreads is not evidence elsewhere (`shifts.strength`)."""
+    fall = spread_fall(before, after)
+    return fall > 0.0 and fall >= MIN_FALL_SPREADS and latency_fall(before, after) >= MIN_LATENCY_FALL
+
+
 def fail_fast_scores(
     windows: Windows,
     services: Iterable[str],
@@ -100,9 +116,9 @@ def fail_fast_scores(
     latency: dict[str, float] = {}
     traffic: dict[str, float] = {}
     for (service, signal), (before, after) in windows.items():
-        if is_served_latency(signal):
+        if is_served_latency(signal) and latency_fall(before, after) >= MIN_LATENCY_FALL:
             latency[service] = max(latency.get(service, 0.0), latency_fall(before, after))
-        elif is_workload(signal):
+        elif is_workload(signal) and fell_clearly(before, after):
             traffic[service] = max(traffic.get(service, 0.0), spread_fall(before, after))
     return {s: latency.get(s, 0.0) + traffic_weight * traffic.get(s, 0.0) for s in sorted(set(services))}
 
@@ -135,6 +151,25 @@ def series_windows(
     return out
 
 
+def fail_fast_windows(
+    telemetry: TelemetryReader,
+    services: Sequence[str],
+    onset: datetime,
+    now: datetime,
+    *,
+    before: timedelta,
+    after: timedelta,
+) -> dict[tuple[str, str], tuple[list[float], list[float]]]:
+    """`series_windows` of the served-latency and workload series of `services` only."""
+    names = {
+        signal
+        for service in set(services)
+        for signal in telemetry.signals(service)
+        if is_served_latency(signal) or is_workload(signal)
+    }
+    return series_windows(telemetry, services, onset, now, before=before, after=after, signals=names)
+
+
 def fail_fast_from_telemetry(
     telemetry: TelemetryReader,
     services: Sequence[str],
@@ -145,17 +180,8 @@ def fail_fast_from_telemetry(
     after: timedelta,
     traffic_weight: float = FAIL_FAST_TRAFFIC_WEIGHT,
 ) -> dict[str, float]:
-    """`fail_fast_scores` on the served-latency and workload series of `services`, read from telemetry.
-
-    Windows as `series_windows` (the ones `measure_shifts` uses); other signal families are not read.
-    """
-    names = {
-        signal
-        for service in set(services)
-        for signal in telemetry.signals(service)
-        if is_served_latency(signal) or is_workload(signal)
-    }
-    windows = series_windows(telemetry, services, onset, now, before=before, after=after, signals=names)
+    """`fail_fast_scores` on the served-latency and workload series of `services`, read from telemetry."""
+    windows = fail_fast_windows(telemetry, services, onset, now, before=before, after=after)
     return fail_fast_scores(windows, services, traffic_weight=traffic_weight)
 
 
@@ -168,18 +194,33 @@ def fuse_family(order: Sequence[str], family: Mapping[str, float], *, keep: int 
     list skipping services already placed. Without positive scores, `order` is returned as is.
     Services in `family` but not in `order` are ignored.
     """
+    return interleave(order, [family], keep=keep)
+
+
+def interleave(order: Sequence[str], families: Sequence[Mapping[str, float]], *, keep: int) -> list[str]:
+    """Round-robin the places after the first `keep` of `order` over the families, then `order`.
+
+    Each family's list holds the services of `order` with a positive score in it, by score, ties in
+    `order`'s order; a family without positive scores takes no turn. After `order[:keep]`, the
+    places go in turn to the best unplaced service of each family and then to the next unplaced
+    service of `order`, and round again, until every service of `order` is placed once.
+    """
     base = list(order)
     position = {s: i for i, s in enumerate(base)}
-    by_family = sorted((s for s in base if family.get(s, 0.0) > 0.0), key=lambda s: (-family.get(s, 0.0), position[s]))
-    if not by_family or len(base) <= keep:
+    queues = [
+        ranked
+        for family in families
+        if (ranked := sorted((s for s in base if family.get(s, 0.0) > 0.0), key=lambda s: (-family[s], position[s])))
+    ]
+    if not queues or len(base) <= keep:
         return base
+    queues.append(base[keep:])
     out = base[:keep]
     placed = set(out)
-    queues = (by_family, base[keep:])
-    heads = [0, 0]
+    heads = [0] * len(queues)
     turn = 0
     while len(out) < len(base):
-        q = turn % 2
+        q = turn % len(queues)
         turn += 1
         queue = queues[q]
         while heads[q] < len(queue) and queue[heads[q]] in placed:
@@ -188,4 +229,23 @@ def fuse_family(order: Sequence[str], family: Mapping[str, float], *, keep: int 
             placed.add(queue[heads[q]])
             out.append(queue[heads[q]])
             heads[q] += 1
+    return out
+
+
+def fail_fast_evidence(windows: Windows, service: str, window_s: float) -> list[SeriesEvidence]:
+    """The series behind `service`'s fail-fast score: each served-latency or workload series that
+    fell, with its level before (median) and its lowest level after (as the score reads them)."""
+    out: list[SeriesEvidence] = []
+    for (svc, signal), (before, after) in sorted(windows.items()):
+        if svc != service or not (is_served_latency(signal) or is_workload(signal)):
+            continue
+        if not fell_clearly(before, after):
+            continue
+        level = median(before)
+        low = after_level(after, level, Direction.DOWN)
+        out.append(
+            SeriesEvidence(
+                service=service, signal=signal, before=round(level, 6), after=round(low, 6), window_s=window_s
+            )
+        )
     return out

@@ -20,12 +20,12 @@ def _rank(service: str, score: float, credit: float = 0.0) -> ServiceRank:
 
 class TestCallerCreditPlaces:
     def test_a_waited_on_callee_outscored_by_loud_pods_still_makes_the_top_three(self) -> None:
-        """pay scores below three loud pods, yet ranks third because its caller waited on it."""
+        """pay scores below three loud pods, yet ranks second because its caller waited on it."""
         ctx = incident(PODS, after=LOUD_ELSEWHERE, edges=[("front", "pay")])
         by_score = sorted(DeterministicDiagnoser().analyse(ctx)[1], key=lambda r: (-r.score, r.service))
         assert [r.service for r in by_score].index("pay") >= 3
         order = ranked(ctx)
-        assert order[:3] == [by_score[0].service, by_score[1].service, "pay"]
+        assert order[:3] == [by_score[0].service, "pay", by_score[1].service]
 
     def test_without_a_call_graph_the_order_is_the_score_order(self) -> None:
         """With no edges no caller credit exists, and the ranking is the plain score order."""
@@ -36,15 +36,15 @@ class TestCallerCreditPlaces:
     def test_the_leader_keeps_first_place_even_with_less_credit(self) -> None:
         """The best-scored service stays first though another has all the caller credit."""
         fused = fuse_caller_credit([_rank("a", 5.0), _rank("b", 4.0), _rank("c", 3.0), _rank("d", 1.0, credit=2.0)])
-        assert [r.service for r in fused] == ["a", "b", "d", "c"]
+        assert [r.service for r in fused] == ["a", "d", "b", "c"]
 
     def test_places_alternate_and_every_service_appears_once(self) -> None:
-        """After two score places, credit and score alternate, skipping services already placed."""
+        """After the leader, credit and score alternate, skipping services already placed."""
         ranks = [
             _rank(s, 10.0 - i, credit=c) for i, (s, c) in enumerate(zip("abcdefg", (0, 1, 0, 0, 3, 0, 2), strict=True))
         ]
         fused = [r.service for r in fuse_caller_credit(ranks)]
-        assert fused == ["a", "b", "e", "c", "g", "d", "f"]
+        assert fused == ["a", "e", "b", "g", "c", "d", "f"]
         assert sorted(fused) == sorted("abcdefg")
 
 

@@ -12,6 +12,7 @@ from agents.diagnosis.structure import (
     fail_fast_from_telemetry,
     fail_fast_scores,
     fuse_family,
+    interleave,
     latency_fall,
     series_windows,
     spread_fall,
@@ -222,3 +223,92 @@ class TestFailFastFromTelemetry:
         )
         assert scores == {"kb": 0.0, "llm": 0.0}
         assert fuse_family(["kb", "llm", "x"], scores) == ["kb", "llm", "x"]
+
+
+class TestNoiseIsNoSignature:
+    def test_noise_level_dips_score_nothing(self) -> None:
+        """A workload 4 of its own spreads but only 5 % lower, and a latency 10 % lower, are noise, not a fail-fast."""
+        windows = {
+            ("calm", WORKLOAD): ([8.0, 8.1, 7.9, 8.0, 8.05], [7.6, 7.6, 7.6]),
+            ("calm", SERVER): ([0.05, 0.05, 0.05, 0.05], [0.045, 0.045, 0.045]),
+        }
+        assert fail_fast_scores(windows, ["calm"]) == {"calm": 0.0}
+        assert fuse_family(["a", "calm", "b", "c"], fail_fast_scores(windows, ["calm"])) == ["a", "calm", "b", "c"]
+
+    def test_a_marked_fall_counts(self) -> None:
+        """The same series falling by half (latency) and to zero (workload) score as a fail-fast."""
+        windows = {
+            ("quick", WORKLOAD): ([8.0, 8.1, 7.9, 8.0, 8.05], [0.0, 0.0, 0.0]),
+            ("quick", SERVER): ([0.05, 0.05, 0.05, 0.05], [0.025, 0.025, 0.025]),
+        }
+        assert fail_fast_scores(windows, ["quick"])["quick"] > 1.0
+
+
+def test_a_fail_fast_service_ranks_in_the_top_three_and_cites_its_series() -> None:
+    """Through the diagnoser: the service whose served latency and workload fell ranks in the top
+    three among louder CPU movers, and its evidence names the two series that fell."""
+    from agents.diagnosis import DeterministicDiagnoser
+    from agents.ports import IncidentContext
+    from domain import Anomaly, Direction, SeriesEvidence, ServiceInfo, Topology
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    steady = [1.0, 1.02, 0.98, 1.0, 1.01, 0.99]
+    series: dict[tuple[str, str], list[float]] = {}
+    for svc in ("entry", "loud", "louder", "quick", "idle"):
+        series[(svc, SERVER)] = [0.1 * v for v in steady] + [0.1] * 5
+        series[(svc, WORKLOAD)] = [5.0 * v for v in steady] + [5.0] * 5
+        series[(svc, CPU)] = [10.0 * v for v in steady] + [10.0] * 5
+    series[("entry", SERVER)] = [0.1 * v for v in steady] + [0.4] * 5
+    series[("loud", CPU)] = [10.0 * v for v in steady] + [60.0] * 5
+    series[("louder", CPU)] = [10.0 * v for v in steady] + [90.0] * 5
+    series[("quick", SERVER)] = [0.1 * v for v in steady] + [0.03] * 5
+    series[("quick", WORKLOAD)] = [5.0 * v for v in steady] + [0.0] * 5
+    store = _store(series, t0)
+    store.set_topology(
+        Topology(
+            services={
+                s: ServiceInfo(name=s, provider="", model_version="", prompt_version="", traffic_share=0.0)
+                for s in sorted({svc for svc, _ in series})
+            }
+        )
+    )
+    onset = t0 + timedelta(minutes=6)
+    ctx = IncidentContext(
+        incident_id="inc-ff",
+        onset=onset,
+        now=t0 + timedelta(minutes=11),
+        anomalies=(
+            Anomaly(
+                id="a-1",
+                service="entry",
+                signal=SERVER,
+                detector="test",
+                ts=onset,
+                direction=Direction.UP,
+                baseline=0.1,
+                current=0.4,
+            ),
+        ),
+        telemetry=store,
+    )
+    ranked = DeterministicDiagnoser().ranked(ctx)
+    order = [r.service for r in ranked]
+    assert order.index("quick") <= 2, order
+    quick = ranked[order.index("quick")]
+    cited = {(e.service, e.signal) for e in quick.evidence if isinstance(e, SeriesEvidence)}
+    assert {("quick", SERVER), ("quick", WORKLOAD)} <= cited
+
+
+class TestInterleave:
+    def test_two_families_and_the_score_take_turns_after_the_leader(self) -> None:
+        """Leader first, then each family's best unplaced service and the next by score, in turn."""
+        order = ["a", "b", "c", "d", "e", "f"]
+        fast = {"e": 2.0, "f": 1.0}
+        credit = {"d": 1.0, "e": 0.5}
+        assert interleave(order, [fast, credit], keep=1) == ["a", "e", "d", "b", "f", "c"]
+
+    def test_a_family_without_scores_takes_no_turn(self) -> None:
+        """An empty family leaves the rotation to the others; with no family at all the order stands."""
+        order = ["a", "b", "c", "d"]
+        assert interleave(order, [{}, {"d": 1.0}], keep=1) == ["a", "d", "b", "c"]
+        assert interleave(order, [{}, {}], keep=1) == order
