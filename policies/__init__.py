@@ -6,6 +6,7 @@ context into a Decision citing the rules that matched and the constitution's dig
 
 from policies.constitution import Constitution, ConstitutionError, load_constitution, parse_constitution
 from policies.decide import (
+    POLICY_ENGINE_VERSION,
     DecisionContext,
     Explanation,
     RecentAction,
@@ -21,6 +22,7 @@ from policies.schema import ConstitutionFile, KillSwitch, Rule, parse_duration
 from policies.yaml_lines import ConfigFileError, ConfigIssue, format_path, load_yaml_with_lines, validation_issues
 
 __all__ = [
+    "POLICY_ENGINE_VERSION",
     "ConfigFileError",
     "ConfigIssue",
     "Constitution",
