@@ -444,8 +444,11 @@ class CaseResult:
         return self.truth in self.ranked[:k]
 
 
-def run_bench(cases_dir: Path, diagnoser: Diagnoser) -> list[CaseResult]:
-    """Diagnose every case folder under `cases_dir` (sorted); truth is read after diagnosing."""
+def case_folders(cases_dir: Path) -> tuple[list[Path], dict[str, str]]:
+    """The case folders under `cases_dir` (sorted; each holds samples.jsonl and anomaly.json) and
+    each case's system from the optional cases.csv index (`case_id,system,...`)."""
+    if not cases_dir.is_dir():
+        raise CaseFormatError(f"{cases_dir}: not a folder of case folders")
     systems: dict[str, str] = {}
     index = cases_dir / "cases.csv"
     if index.exists():
@@ -455,6 +458,12 @@ def run_bench(cases_dir: Path, diagnoser: Diagnoser) -> list[CaseResult]:
     folders = sorted(p for p in cases_dir.iterdir() if (p / "samples.jsonl").exists() and (p / "anomaly.json").exists())
     if not folders:
         raise CaseFormatError(f"{cases_dir}: no case folders (each needs samples.jsonl and anomaly.json)")
+    return folders, systems
+
+
+def run_bench(cases_dir: Path, diagnoser: Diagnoser) -> list[CaseResult]:
+    """Diagnose every case folder under `cases_dir` (sorted); truth is read after diagnosing."""
+    folders, systems = case_folders(cases_dir)
     results: list[CaseResult] = []
     for folder in folders:
         case = load_case_dir(folder)
@@ -596,17 +605,7 @@ def suite_command(
 def load_ranking_cases(cases_dir: Path) -> list[RankingCase]:
     """Every labelled case folder under `cases_dir` as the learned ranker sees it; each case's
     truth is read only after its features are made."""
-    if not cases_dir.is_dir():
-        raise CaseFormatError(f"{cases_dir}: not a folder of case folders")
-    systems: dict[str, str] = {}
-    index = cases_dir / "cases.csv"
-    if index.exists():
-        with index.open(encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                systems[row.get("case_id", "")] = row.get("system", "") or "all"
-    folders = sorted(p for p in cases_dir.iterdir() if (p / "samples.jsonl").exists() and (p / "anomaly.json").exists())
-    if not folders:
-        raise CaseFormatError(f"{cases_dir}: no case folders (each needs samples.jsonl and anomaly.json)")
+    folders, systems = case_folders(cases_dir)
     diagnoser = DeterministicDiagnoser()
     out: list[RankingCase] = []
     for folder in folders:
