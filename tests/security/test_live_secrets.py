@@ -186,7 +186,11 @@ def test_no_secret_leaks_from_a_live_llm_diagnosed_incident(
                 r["state"] in FINAL for r in rows
             )
 
-        wait_for("the incidents to settle", settled, 180, 1.0)
+        try:
+            wait_for("the incidents to settle", settled, 180, 1.0)
+        except AssertionError as exc:
+            states = [(r["id"], r["state"], r["action"]) for r in get("/v1/incidents", VIEWER)]
+            raise AssertionError(f"{exc}; incidents (id, state, action): {states}") from None
         get("/v1/incidents", VIEWER)
         get("/v1/approvals", APPROVER)
         get("/v1/constitution", OPERATOR)
