@@ -15,6 +15,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -199,18 +200,58 @@ def _bare_service(name: str, depends_on: tuple[str, ...] = ()) -> ServiceInfo:
     )
 
 
+MIN_TOPOLOGY_COVER = 0.5
+"""A system topology (`--topology` of `case`, `bench` and `train`) serves a case without its own
+topology.json when it names at least this share of the services in the case. An edge list cannot
+name a service without calls, so a system's own graph may name well under all of them."""
+
+
+@dataclass(frozen=True)
+class SystemTopology:
+    """A topology file given for a whole system, with the services it names."""
+
+    path: Path
+    services: frozenset[str]
+
+    @classmethod
+    def load(cls, path: Path) -> SystemTopology:
+        """Read and check the file now, so a bad one is refused before any case is loaded."""
+        return cls(path, frozenset(load_topology(path, ()).services))
+
+
+def system_topology_for(services: AbstractSet[str], candidates: Sequence[SystemTopology]) -> Path | None:
+    """The candidate that names most of `services` (the first on ties), if it names at least
+    MIN_TOPOLOGY_COVER of them."""
+    best: tuple[float, Path] | None = None
+    for candidate in candidates:
+        cover = len(services & candidate.services) / len(services) if services else 0.0
+        if cover >= MIN_TOPOLOGY_COVER and (best is None or cover > best[0]):
+            best = (cover, candidate.path)
+    return best[1] if best else None
+
+
 @dataclass(frozen=True)
 class LoadedCase:
     context: IncidentContext
     store: TelemetryStore
 
 
-def load_case(samples: Path, anomaly: Path, changes: Path | None = None, topology: Path | None = None) -> LoadedCase:
-    """An IncidentContext over the export: onset at the anomaly, `now` at the last sample."""
+def load_case(
+    samples: Path,
+    anomaly: Path,
+    changes: Path | None = None,
+    topology: Path | None = None,
+    system_topologies: Sequence[SystemTopology] = (),
+) -> LoadedCase:
+    """An IncidentContext over the export: onset at the anomaly, `now` at the last sample.
+    Without `topology`, the best-covering of `system_topologies` is used, if any covers enough
+    (`system_topology_for`)."""
     rows = load_samples(samples)
     if not rows:
         raise CaseFormatError(f"{samples}: no samples")
     anchor = load_anomaly(anomaly)
+    if topology is None and system_topologies:
+        topology = system_topology_for({s.service for s in rows} | {anchor.service}, system_topologies)
     span = rows[-1].ts - rows[0].ts
     store = TelemetryStore(retention=span + timedelta(hours=1), max_points=max(4096, len(rows)))
     store.add_samples(rows)
@@ -224,9 +265,9 @@ def load_case(samples: Path, anomaly: Path, changes: Path | None = None, topolog
     return LoadedCase(ctx, store)
 
 
-def load_case_dir(folder: Path) -> LoadedCase:
-    """A case folder: samples.jsonl, anomaly.json, optional changes.jsonl and topology.json.
-    truth.json is never read here."""
+def load_case_dir(folder: Path, system_topologies: Sequence[SystemTopology] = ()) -> LoadedCase:
+    """A case folder: samples.jsonl, anomaly.json, optional changes.jsonl and topology.json; a
+    folder without topology.json may use one of `system_topologies`. truth.json is never read here."""
     changes = folder / "changes.jsonl"
     topology = folder / "topology.json"
     return load_case(
@@ -234,6 +275,7 @@ def load_case_dir(folder: Path) -> LoadedCase:
         folder / "anomaly.json",
         changes if changes.exists() else None,
         topology if topology.exists() else None,
+        system_topologies,
     )
 
 
@@ -372,6 +414,10 @@ def _diagnoser(kind: str | None, config: Path | None = None) -> Diagnoser:
     return DeterministicDiagnoser()
 
 
+SYSTEM_TOPOLOGY_HELP = (
+    "a system's topology JSON (repeatable) for case folders without their own topology.json: a case uses"
+    " the file that names the most of its services, if that is at least half of them"
+)
 DIAGNOSER_HELP = "deterministic | llm (default: the --config file's diagnoser section, else deterministic)"
 CONFIG_HELP = "homeostat.yaml whose diagnoser: section to use, as the daemon does (else HOMEOSTAT_LLM_* variables)"
 
@@ -412,10 +458,11 @@ def case_command(
     diagnoser: Annotated[str | None, typer.Option(help=DIAGNOSER_HELP)] = None,
     config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    topology: Annotated[list[Path] | None, typer.Option(help=SYSTEM_TOPOLOGY_HELP)] = None,
 ) -> None:
     """Print the diagnosis of one case folder with its evidence (truth.json is not read)."""
     try:
-        case = load_case_dir(folder)
+        case = load_case_dir(folder, [SystemTopology.load(p) for p in topology or ()])
     except CaseFormatError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -461,12 +508,14 @@ def case_folders(cases_dir: Path) -> tuple[list[Path], dict[str, str]]:
     return folders, systems
 
 
-def run_bench(cases_dir: Path, diagnoser: Diagnoser) -> list[CaseResult]:
+def run_bench(
+    cases_dir: Path, diagnoser: Diagnoser, system_topologies: Sequence[SystemTopology] = ()
+) -> list[CaseResult]:
     """Diagnose every case folder under `cases_dir` (sorted); truth is read after diagnosing."""
     folders, systems = case_folders(cases_dir)
     results: list[CaseResult] = []
     for folder in folders:
-        case = load_case_dir(folder)
+        case = load_case_dir(folder, system_topologies)
         started = time.perf_counter()
         _diagnosis, ranked = ranked_output(diagnoser, case.context)
         seconds = time.perf_counter() - started
@@ -517,10 +566,11 @@ def bench_command(
     diagnoser: Annotated[str | None, typer.Option(help=DIAGNOSER_HELP)] = None,
     config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write per-case results and the summary here")] = None,
+    topology: Annotated[list[Path] | None, typer.Option(help=SYSTEM_TOPOLOGY_HELP)] = None,
 ) -> None:
     """Root-cause-service AC@1/AC@3/AC@5 and time per case on a labelled case set."""
     try:
-        results = run_bench(cases, _diagnoser(diagnoser, config))
+        results = run_bench(cases, _diagnoser(diagnoser, config), [SystemTopology.load(p) for p in topology or ()])
     except CaseFormatError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -602,14 +652,14 @@ def suite_command(
 # ----------------------------------------------------------------------------------------------
 
 
-def load_ranking_cases(cases_dir: Path) -> list[RankingCase]:
+def load_ranking_cases(cases_dir: Path, system_topologies: Sequence[SystemTopology] = ()) -> list[RankingCase]:
     """Every labelled case folder under `cases_dir` as the learned ranker sees it; each case's
     truth is read only after its features are made."""
     folders, systems = case_folders(cases_dir)
     diagnoser = DeterministicDiagnoser()
     out: list[RankingCase] = []
     for folder in folders:
-        case = load_case_dir(folder)
+        case = load_case_dir(folder, system_topologies)
         table = diagnoser.rank_table(case.context)
         truth_path = folder / "truth.json"
         truth = _read_json(truth_path)
@@ -721,6 +771,7 @@ def train_command(
     features: Annotated[
         str | None, typer.Option(help="comma-separated feature names to use (default: all of them)")
     ] = None,
+    topology: Annotated[list[Path] | None, typer.Option(help=SYSTEM_TOPOLOGY_HELP)] = None,
 ) -> None:
     """Fit the learned localisation ranker on labelled cases and cross-validate it against the hand
     ranking (odd/even halves, leave-one-system-out, 5-fold); print the weights fitted on all cases."""
@@ -729,7 +780,7 @@ def train_command(
         if features is not None:
             chosen = [n.strip() for n in features.split(",") if n.strip()]
             select_features([], chosen)  # refuse unknown names before the slow load
-        ranking_cases = load_ranking_cases(cases)
+        ranking_cases = load_ranking_cases(cases, [SystemTopology.load(p) for p in topology or ()])
         if features is not None:
             ranking_cases = select_features(ranking_cases, chosen)
             chosen = [n for n in FEATURES if n in set(chosen)]

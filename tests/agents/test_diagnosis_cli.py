@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from runtime.cli import app
+from runtime.diagnose_cli import SystemTopology, system_topology_for
 from tests.agents import test_diagnosis_fleet as fleet
 
 runner = CliRunner()
@@ -149,3 +150,55 @@ class TestBench:
         result = runner.invoke(app, ["diagnose", "bench", "--cases", str(tmp_path)])
         assert result.exit_code == 2
         assert "no case folders" in result.output
+
+
+class TestSystemTopology:
+    """`--topology` on `case`, `bench` and `train`: a system's call graph for exports that lack one."""
+
+    @staticmethod
+    def _without_topology(case: Path) -> Path:
+        system = case.parent / f"{case.name}-system.json"
+        (case / "topology.json").rename(system)
+        return system
+
+    @staticmethod
+    def _top(case: Path, *extra: str) -> tuple[str, str]:
+        result = runner.invoke(app, ["diagnose", "case", str(case), "--json", *extra])
+        assert result.exit_code == 0, result.output
+        first = json.loads(result.output)["ranked"][0]
+        return first["service"], first["cause"]
+
+    def test_a_case_without_its_own_topology_uses_the_system_topology(self, tmp_path: Path) -> None:
+        """The upstream callee is named only once the system's call graph is supplied."""
+        case = export(fleet.upstream_dependency(), tmp_path / "c")
+        system = self._without_topology(case)
+        assert self._top(case) != (fleet.KB, "upstream_dependency")
+        assert self._top(case, "--topology", str(system)) == (fleet.KB, "upstream_dependency")
+
+    def test_the_best_covering_topology_is_chosen_and_one_covering_under_half_is_not(self) -> None:
+        """Among several systems' graphs a case takes the one naming most of its services, never one under half."""
+        case = {"a", "b", "c", "d"}
+        shop = SystemTopology(Path("shop.json"), frozenset({"a", "b", "c", "x"}))
+        trains = SystemTopology(Path("trains.json"), frozenset({"a", "b", "c", "d", "y", "z"}))
+        stray = SystemTopology(Path("stray.json"), frozenset({"a", "q", "r"}))
+        assert system_topology_for(case, [shop, trains, stray]) == Path("trains.json")
+        assert system_topology_for(case, [shop, stray]) == Path("shop.json")
+        assert system_topology_for(case, [stray]) is None
+
+    def test_the_case_own_topology_wins_over_the_system_one(self, tmp_path: Path) -> None:
+        """A folder's topology.json is used even when a system topology is given."""
+        case = export(fleet.upstream_dependency(), tmp_path / "c")
+        backwards = tmp_path / "backwards.json"
+        backwards.write_text(json.dumps({"edges": [[fleet.KB, fleet.SC], [fleet.KB, "doc-summarizer"]]}))
+        assert self._top(case, "--topology", str(backwards)) == (fleet.KB, "upstream_dependency")
+        (case / "topology.json").unlink()
+        assert self._top(case, "--topology", str(backwards)) != (fleet.KB, "upstream_dependency")
+
+    def test_a_malformed_system_topology_is_refused_with_its_file_named(self, tmp_path: Path) -> None:
+        """A bad `--topology` file stops the bench before any case is diagnosed, naming the file and edge."""
+        export(fleet.upstream_dependency(), tmp_path / "set" / "b", truth=fleet.KB)
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps({"edges": [["a", "b"], ["c"]]}))
+        result = runner.invoke(app, ["diagnose", "bench", "--cases", str(tmp_path / "set"), "--topology", str(bad)])
+        assert result.exit_code == 2
+        assert f"{bad}: edges[1] must be [caller, callee]" in result.output
