@@ -202,3 +202,13 @@ class TestSystemTopology:
         result = runner.invoke(app, ["diagnose", "bench", "--cases", str(tmp_path / "set"), "--topology", str(bad)])
         assert result.exit_code == 2
         assert f"{bad}: edges[1] must be [caller, callee]" in result.output
+
+    def test_every_shipped_system_topology_loads_and_names_each_edge_once(self) -> None:
+        """The call graphs under runtime/topologies/ parse, have no self-calls and no repeated edges."""
+        shipped = sorted(Path(__file__).resolve().parents[2].joinpath("runtime", "topologies").glob("*.json"))
+        assert shipped, "no system topologies shipped"
+        for path in shipped:
+            edges = [tuple(edge) for edge in json.loads(path.read_text())["edges"]]
+            assert len(edges) == len(set(edges)), path
+            assert all(caller != callee for caller, callee in edges), path
+            assert SystemTopology.load(path).services == {s for edge in edges for s in edge}
