@@ -319,7 +319,7 @@ class _Nodes:
         for a in s["anomalies"]:
             key = f"{a['service']}/{a['signal']}"
             peaks[key] = a["current"] if key not in peaks else _worse(a["signal"], peaks[key], a["current"])
-        verdict = evaluate_recovery(spec.recovery, baseline, current, incident_levels=peaks)
+        verdict = evaluate_recovery(spec.recovery, baseline, current, incident_levels=peaks, expects=spec.expects)
         result = {
             "recovered": verdict.recovered,
             "improved": verdict.improved,

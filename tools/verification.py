@@ -17,14 +17,24 @@ counts as recovered: a remedy such as failover legitimately leaves a small, acce
 A verdict that is not "recovered" may still be "improved": every failing series has come back at
 least `HELPED_SHARE` of the way from its incident level. The action helped, so undoing it would
 return the service to a worse state; the graph keeps it and hands the rest to a person.
+
+**Accepted costs** (`expects`, the action's catalog `expected_costs`). A failover onto a slower
+backup fixes the errors and leaves latency above where it was even during the outage, if the outage
+failed requests fast. Judged alone, that latency says "not recovered", and the graph would fail back
+onto the broken provider. So a failing series whose bad move is one the action declares as its cost
+is *accepted*, not failed, when the action demonstrably fixed something else: at least one judged
+series that is not such a cost recovered or improved. The verdict is then "improved" (kept, and a
+person looks at the cost), never "recovered". When every watched series is a declared cost (a
+latency-only incident that failover made worse) there is nothing to set against the cost, and it is
+judged like any other series.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from domain import Direction, bad_direction
@@ -55,6 +65,8 @@ class SeriesCheck:
     reason: str
     improved: bool = False
     """Not recovered, but back at least `HELPED_SHARE` of the way from the incident level."""
+    accepted_cost: bool = False
+    """Not recovered, but its bad move is a declared cost of the action, which fixed something else."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +77,7 @@ class SeriesCheck:
             "margin": self.margin,
             "recovered": self.recovered,
             "improved": self.improved,
+            "accepted_cost": self.accepted_cost,
             "reason": self.reason,
         }
 
@@ -91,6 +104,7 @@ def evaluate_recovery(
     baseline: Mapping[str, Sequence[float] | float],
     latest: Mapping[str, Sequence[float]],
     incident_levels: Mapping[str, float] | None = None,
+    expects: CostTest | None = None,
 ) -> RecoveryVerdict:
     """Judge recovery of every series in `baseline` against its window in `latest`.
 
@@ -99,21 +113,47 @@ def evaluate_recovery(
     bad (or `spec.signals` for the service). A series with no baseline cannot be judged and is
     reported as such; one with a baseline but no recent data counts as not recovered. If no
     series can be judged at all, the verdict is "not recovered": silence is not health.
+    `expects(signal, bad direction)` names the action's declared costs (see "Accepted costs").
     """
     levels = incident_levels or {}
     checks = tuple(
         _check(key, spec.tolerance, baseline[key], latest.get(key, ()), levels.get(key)) for key in sorted(baseline)
     )
+    if expects is not None:
+        checks = _accept_costs(checks, expects)
     judged = [c for c in checks if c.recovered is not None]
     if not judged:
         return RecoveryVerdict(False, "not recovered: no watched series had a baseline to judge against", checks)
     failing = [c for c in judged if not c.recovered]
     if failing:
         names = ", ".join(f"{c.series} ({c.reason})" for c in failing)
-        if all(c.improved for c in failing):
+        if all(c.improved or c.accepted_cost for c in failing):
             return RecoveryVerdict(False, f"improved, not recovered: {names}", checks, improved=True)
         return RecoveryVerdict(False, f"not recovered: {names}", checks)
     return RecoveryVerdict(True, f"recovered: {len(judged)} series back within tolerance of baseline", checks)
+
+
+CostTest = Callable[[str, Direction], bool]
+"""Whether a signal moving in a direction is a declared cost of the action (`ActionSpec.expects`)."""
+
+
+def _accept_costs(checks: tuple[SeriesCheck, ...], expects: CostTest) -> tuple[SeriesCheck, ...]:
+    """Mark failing series whose bad move is a declared cost as accepted, if the action fixed
+    something else: a judged series that is not a declared cost recovered or improved."""
+    fixed = [
+        c
+        for c in checks
+        if c.recovered is not None and not expects(c.signal, c.direction) and (c.recovered or c.improved)
+    ]
+    if not fixed:
+        return checks
+    because = ", ".join(c.series for c in fixed)
+    return tuple(
+        replace(c, accepted_cost=True, reason=f"{c.reason}; an expected cost of the action, which fixed {because}")
+        if c.recovered is False and not c.improved and expects(c.signal, c.direction)
+        else c
+        for c in checks
+    )
 
 
 def _check(

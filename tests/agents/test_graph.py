@@ -272,3 +272,67 @@ def test_resuming_the_recovery_wait_records_each_transition_once() -> None:
     moves = [(r.payload["from"], r.payload["to"]) for r in audit.rows if r.kind == "incident_state"]
     assert moves.count(("executing", "verifying")) == 1
     assert graph.get_state(config).values["state"] == "resolved"
+
+
+class TestFailoverOntoASlowerBackup:
+    """Verify keeps a failover that fixed the errors, though the backup's latency is its declared cost."""
+
+    SERVICE = "support-chat"
+
+    def _run(self, errors_after: float) -> tuple[dict[str, Any], MemoryAudit]:
+        """Errors 1 % -> 20 % and p95 800 -> 1,000 ms on llm-alpha; failover; then p95 1,400 ms on the backup."""
+        graph, audit, _target, clock, telemetry = _harness(Cause.PROVIDER_DEGRADATION, self.SERVICE)
+
+        def put(signal: str, value: float) -> None:
+            telemetry.add_samples([Sample(service=self.SERVICE, signal=signal, ts=clock.now(), value=value)])
+
+        for i in range(-360, 0):
+            ts = START + timedelta(seconds=10 * i)
+            telemetry.add_samples(
+                [
+                    Sample(service=self.SERVICE, signal="error_rate", ts=ts, value=0.01),
+                    Sample(service=self.SERVICE, signal="latency_p95_ms", ts=ts, value=800.0),
+                ]
+            )
+        anomalies = [
+            Anomaly(
+                id=f"a-{signal}",
+                service=self.SERVICE,
+                signal=signal,
+                detector="test",
+                ts=START,
+                direction=Direction.UP,
+                baseline=base,
+                current=now,
+            )
+            for signal, base, now in (("error_rate", 0.01, 0.2), ("latency_p95_ms", 800.0, 1000.0))
+        ]
+        config = {"configurable": {"thread_id": "inc-1"}}
+        graph.invoke(initial_state("inc-1", START, anomalies), config)
+        sre = Approval(approver="dana@sre", roles=("approver",), approve=True, ts=clock.now())
+        graph.invoke(Command(resume={"type": "answer", "approval": sre.model_dump(mode="json")}), config)
+        until = datetime.fromisoformat(graph.get_state(config).interrupts[0].value["until"])
+        while clock.now() < until:
+            clock.advance(10)
+            put("error_rate", errors_after)
+            put("latency_p95_ms", 1400.0)
+        graph.invoke(Command(resume={"type": "verify_now"}), config)
+        return graph.get_state(config).values, audit
+
+    def test_the_failover_is_kept_and_the_latency_cost_handed_to_a_person(self) -> None:
+        """Errors back to 1 % with p95 above even the outage's is 'improved': kept, escalated, not failed back."""
+        values, audit = self._run(errors_after=0.01)
+        verification = values["verification"]
+        assert (verification["recovered"], verification["improved"]) == (False, True)
+        latency = verification["signals"]["support-chat/latency_p95_ms"]
+        assert latency["accepted_cost"] is True and "expected cost" in latency["reason"]
+        assert values["state"] == "escalated" and "kept it" in values["close_reason"]
+        assert "proposal" not in audit.kinds()[audit.kinds().index("verification") :]
+
+    def test_a_failover_that_fixed_nothing_is_still_undone(self) -> None:
+        """With the errors still at 20 %, the slower latency is no accepted cost and the failback is proposed."""
+        values, audit = self._run(errors_after=0.2)
+        verification = values["verification"]
+        assert (verification["recovered"], verification["improved"]) == (False, False)
+        assert verification["signals"]["support-chat/latency_p95_ms"]["accepted_cost"] is False
+        assert "proposal" in audit.kinds()[audit.kinds().index("verification") :]

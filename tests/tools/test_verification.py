@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from domain import canonical_json
+from domain import Direction, canonical_json
 from tools import RecoverySpec
 from tools.verification import evaluate_recovery
 
@@ -103,3 +103,62 @@ def test_improved_needs_every_failing_series_to_have_improved() -> None:
     )
     assert not verdict.recovered
     assert not verdict.improved
+
+
+FAILOVER = RecoverySpec(signals=("error_rate", "latency_p95_ms"), wait_s=120.0, tolerance=0.25)
+ERRORS_BASE = [0.01, 0.011, 0.009, 0.01]
+
+
+def _latency_is_a_cost(signal: str, direction: Direction) -> bool:
+    return signal == "latency_p95_ms" and direction is Direction.UP
+
+
+def test_a_declared_cost_is_accepted_when_the_action_fixed_something_else() -> None:
+    """Errors recovered and p95 above even its outage level: improved, the latency marked as an accepted cost."""
+    verdict = evaluate_recovery(
+        FAILOVER,
+        {"chat/error_rate": ERRORS_BASE, "chat/latency_p95_ms": LATENCY_BASE},
+        {"chat/error_rate": [0.01, 0.012], "chat/latency_p95_ms": [5200.0, 5100.0]},
+        {"chat/error_rate": 0.3, "chat/latency_p95_ms": 4000.0},
+        expects=_latency_is_a_cost,
+    )
+    assert (verdict.recovered, verdict.improved) == (False, True)
+    assert verdict.detail["chat/latency_p95_ms"]["accepted_cost"] is True
+    assert verdict.detail["chat/error_rate"]["accepted_cost"] is False
+    assert "expected cost of the action, which fixed chat/error_rate" in verdict.summary
+
+
+def test_without_the_action_costs_the_same_windows_fail() -> None:
+    """The same windows judged without declared costs are a plain failure, as before."""
+    verdict = evaluate_recovery(
+        FAILOVER,
+        {"chat/error_rate": ERRORS_BASE, "chat/latency_p95_ms": LATENCY_BASE},
+        {"chat/error_rate": [0.01, 0.012], "chat/latency_p95_ms": [5200.0, 5100.0]},
+        {"chat/error_rate": 0.3, "chat/latency_p95_ms": 4000.0},
+    )
+    assert (verdict.recovered, verdict.improved) == (False, False)
+
+
+def test_a_cost_is_not_accepted_when_nothing_else_was_fixed() -> None:
+    """Errors still high: the slower latency is no price paid for a fix, and the verdict is a failure."""
+    verdict = evaluate_recovery(
+        FAILOVER,
+        {"chat/error_rate": ERRORS_BASE, "chat/latency_p95_ms": LATENCY_BASE},
+        {"chat/error_rate": [0.3, 0.31], "chat/latency_p95_ms": [5200.0]},
+        {"chat/error_rate": 0.3, "chat/latency_p95_ms": 4000.0},
+        expects=_latency_is_a_cost,
+    )
+    assert (verdict.recovered, verdict.improved) == (False, False)
+    assert verdict.detail["chat/latency_p95_ms"]["accepted_cost"] is False
+
+
+def test_when_every_watched_series_is_a_cost_it_is_judged_as_usual() -> None:
+    """A latency-only incident that the failover made worse is not excused by the declared latency cost."""
+    verdict = evaluate_recovery(
+        LATENCY,
+        {"chat/latency_p95_ms": LATENCY_BASE},
+        {"chat/latency_p95_ms": [9000.0]},
+        {"chat/latency_p95_ms": 7700.0},
+        expects=_latency_is_a_cost,
+    )
+    assert (verdict.recovered, verdict.improved) == (False, False)
