@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from domain import ActionName, IncidentState
 from policies.yaml_lines import ConfigFileError, ConfigIssue, load_yaml_with_lines, validation_issues
+from runtime.topology_file import load_topology_file
 from tools import SecretRef, WebhookTarget
 
 __all__ = [
@@ -310,6 +311,11 @@ class HomeostatConfig(_Section):
     constitution: Path = Path("constitution.yaml")
     sources: list[SourceConfig] = Field(default_factory=list)
     detection_overrides: Path | None = None
+    topology: Path | None = Field(
+        default=None,
+        description="the fleet's services, providers, versions and call graph, YAML or JSON"
+        " (runtime/topology_file.py); a simulator source's GET /topology overrides it service by service",
+    )
     tools: ToolsConfig = ToolsConfig()
     auth: AuthConfig = AuthConfig()
     notifications: NotificationsConfig = NotificationsConfig()
@@ -374,6 +380,7 @@ def _resolve_paths(config: HomeostatConfig, base: Path) -> HomeostatConfig:
         update={
             "constitution": rel(config.constitution),
             "detection_overrides": rel(config.detection_overrides),
+            "topology": rel(config.topology),
             "auth": config.auth.model_copy(update={"tokens_file": rel(config.auth.tokens_file)}),
             "sources": sources,
         }
@@ -402,7 +409,8 @@ def parse_config(
     """Validate config text; raises `ConfigFileError` listing every problem as ``file:LINE: key: message``.
 
     With `check_files`, the files the daemon reads at start (constitution, tokens file, detection
-    overrides) must exist.
+    overrides, topology) must exist, and a topology file must be valid (its issues name its own
+    file and lines).
     """
     data, locate = load_yaml_with_lines(text, source)
     if data is None:
@@ -430,12 +438,18 @@ def parse_config(
             (("constitution",), config.constitution),
             (("auth", "tokens_file"), config.auth.tokens_file),
             (("detection_overrides",), config.detection_overrides),
+            (("topology",), config.topology),
         ]
         issues = [
             ConfigIssue(source, locate(key), key, f"file not found: {path}")
             for key, path in required
             if path is not None and not path.is_file()
         ]
+        if config.topology is not None and config.topology.is_file():
+            try:
+                load_topology_file(config.topology)
+            except ConfigFileError as exc:
+                issues += exc.errors
         if issues:
             raise ConfigFileError(issues)
     return config
@@ -444,7 +458,8 @@ def parse_config(
 def load_config(path: str | Path, *, check_files: bool = True) -> HomeostatConfig:
     """Read and validate ``homeostat.yaml``; relative paths inside it are relative to its folder.
 
-    By default the constitution, tokens file and detection overrides it names must exist.
+    By default the constitution, tokens file, detection overrides and topology it names must exist
+    (and the topology must be valid).
     """
     path = Path(path)
     try:

@@ -46,6 +46,7 @@ from runtime.notify import IncidentChange, Notifier
 from runtime.ports import TelemetryBatch
 from runtime.sources import build_sources
 from runtime.store import IncidentRow, StateBlobStore
+from runtime.topology_file import load_topology_file
 from tools import ActionRequest, GuardConfig, SimulatorHttpAdapter, WebhookAdapter
 
 log = structlog.get_logger("homeostat.daemon")
@@ -409,6 +410,10 @@ class Daemon:
         self._promoting = threading.Event()
         self._lease_thread: threading.Thread | None = None
         self._topology_loaded = False
+        if config.topology is not None:
+            # The operator's picture of the fleet; simulator sources and change events refine it.
+            self.loop.telemetry.set_topology(load_topology_file(config.topology))
+            log.info("topology.file", path=str(config.topology), services=len(self.loop.telemetry.topology().services))
 
     # -- leadership ------------------------------------------------------------------------
 
@@ -502,9 +507,11 @@ class Daemon:
         self.metrics.observe_sources([source.health(self.clock.now())])
 
     def _load_topology(self) -> None:
-        """Services and their providers from each simulator source's GET /topology (once loaded, kept).
+        """Services and their providers from each simulator source's GET /topology (once loaded, kept),
+        over what the daemon already knows (the `topology:` file, moved by change events): a service
+        the simulator serves takes the simulator's wiring, every other service keeps its own.
 
-        Without it the diagnoser cannot see that services share a provider, so a provider
+        Without a topology the diagnoser cannot see that services share a provider, so a provider
         outage across them reads as unrelated errors and is only ever escalated.
         """
         if self._topology_loaded:
@@ -520,7 +527,8 @@ class Daemon:
                 log.warning("topology.unavailable", url=f"{url}/topology", error=f"{type(exc).__name__}: {exc}")
                 return
         if merged:
-            self.loop.telemetry.set_topology(Topology(services=merged))
+            known = self.loop.telemetry.topology().services
+            self.loop.telemetry.set_topology(Topology(services={**known, **merged}))
             log.info("topology.loaded", services=sorted(merged))
         self._topology_loaded = True
 

@@ -34,12 +34,13 @@ from domain import (
     Diagnosis,
     Direction,
     Sample,
-    ServiceInfo,
     Topology,
     bad_direction,
     to_jsonable,
 )
+from policies.yaml_lines import ConfigFileError
 from runtime.telemetry import TelemetryStore
+from runtime.topology_file import bare_service, load_topology_file
 
 app = typer.Typer(
     help="Diagnose exported incidents offline and measure diagnosers on labelled case sets.",
@@ -171,33 +172,15 @@ def load_changes(path: Path) -> list[ChangeEvent]:
 
 
 def load_topology(path: Path | None, services: Sequence[str]) -> Topology:
-    """{"edges": [[caller, callee], ...]} (or a full {"services": {...}} Topology); every service
-    seen in the samples is included, with an unknown provider when the file does not say."""
-    depends: dict[str, set[str]] = {s: set() for s in services}
-    if path is not None:
-        obj = _read_json(path)
-        if isinstance(obj, dict) and "services" in obj:
-            try:
-                topo = Topology.model_validate(obj)
-            except ValueError as exc:
-                raise CaseFormatError(f"{path}: {exc}") from None
-            extra = {s: _bare_service(s) for s in services if s not in topo.services}
-            return Topology(services={**topo.services, **extra})
-        edges = obj.get("edges") if isinstance(obj, dict) else None
-        if not isinstance(edges, list):
-            raise CaseFormatError(f'{path}: expected {{"edges": [["caller", "callee"], ...]}}')
-        for i, edge in enumerate(edges):
-            if not (isinstance(edge, list) and len(edge) == 2 and all(isinstance(x, str) and x for x in edge)):
-                raise CaseFormatError(f"{path}: edges[{i}] must be [caller, callee] strings, got {edge!r}")
-            depends.setdefault(edge[0], set()).add(edge[1])
-            depends.setdefault(edge[1], set())
-    return Topology(services={s: _bare_service(s, tuple(sorted(d))) for s, d in sorted(depends.items())})
-
-
-def _bare_service(name: str, depends_on: tuple[str, ...] = ()) -> ServiceInfo:
-    return ServiceInfo(
-        name=name, provider="", model_version="", prompt_version="", traffic_share=0.0, depends_on=depends_on
-    )
+    """The topology file (`runtime.topology_file`: {"edges": [[caller, callee], ...]} and/or a
+    {"services": {...}} map), with every service seen in the samples included; a service the file
+    does not describe is known by name only. Without a file, every service is known by name only."""
+    if path is None:
+        return Topology(services={s: bare_service(s) for s in sorted(services)})
+    try:
+        return load_topology_file(path, services)
+    except ConfigFileError as exc:
+        raise CaseFormatError(str(exc)) from None
 
 
 MIN_TOPOLOGY_COVER = 0.5
@@ -381,7 +364,7 @@ def llm_diagnoser_from_env(environ: Mapping[str, str] | None = None) -> Diagnose
 def diagnoser_from_config(path: Path, kind: str | None = None) -> Diagnoser:
     """The diagnoser of a daemon config file's ``diagnoser:`` section, built by the daemon's own
     builder (`runtime.daemon.build_diagnoser`); `kind` overrides the section's kind."""
-    from runtime.config import ConfigFileError, load_config
+    from runtime.config import load_config
     from runtime.daemon import build_diagnoser
 
     try:

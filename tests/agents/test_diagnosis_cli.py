@@ -195,13 +195,13 @@ class TestSystemTopology:
         assert self._top(case, "--topology", str(backwards)) != (fleet.KB, "upstream_dependency")
 
     def test_a_malformed_system_topology_is_refused_with_its_file_named(self, tmp_path: Path) -> None:
-        """A bad `--topology` file stops the bench before any case is diagnosed, naming the file and edge."""
+        """A bad `--topology` file stops the bench before any case is diagnosed, naming file, line and edge."""
         export(fleet.upstream_dependency(), tmp_path / "set" / "b", truth=fleet.KB)
         bad = tmp_path / "bad.json"
-        bad.write_text(json.dumps({"edges": [["a", "b"], ["c"]]}))
+        bad.write_text('{"edges": [\n  ["a", "b"],\n  ["c"]\n]}\n')
         result = runner.invoke(app, ["diagnose", "bench", "--cases", str(tmp_path / "set"), "--topology", str(bad)])
         assert result.exit_code == 2
-        assert f"{bad}: edges[1] must be [caller, callee]" in result.output
+        assert f"{bad}:3: edges[1]: must be [caller, callee] strings" in result.output
 
     def test_every_shipped_system_topology_loads_and_names_each_edge_once(self) -> None:
         """The call graphs under runtime/topologies/ parse, have no self-calls and no repeated edges."""
