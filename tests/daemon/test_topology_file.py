@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,8 @@ services:
     model_version: m-2
     prompt_version: v7
     traffic_share: 0.6
-  summarizer: {provider: llm-alpha, backup_provider: llm-beta, model_version: s-1, prompt_version: v3, traffic_share: 0.4}
+  summarizer: {provider: llm-alpha, backup_provider: llm-beta, model_version: s-1,
+               prompt_version: v3, traffic_share: 0.4}
 edges:
   - [chat, retriever]
 """
@@ -61,7 +62,7 @@ def test_a_bad_topology_file_is_refused_at_start_with_its_own_file_and_line(tmp_
     errors = [str(e) for e in info.value.errors]
     fleet = tmp_path / "fleet.yaml"
     assert any(e.startswith(f"{fleet}:7: services.chat.traffic_share:") for e in errors), errors
-    assert any(e.startswith(f"{fleet}:10: edges[0]: must be [caller, callee]") for e in errors), errors
+    assert any(e.startswith(f"{fleet}:11: edges[0]: must be [caller, callee]") for e in errors), errors
 
 
 def test_a_missing_topology_file_is_named_on_its_config_line(tmp_path: Path) -> None:
