@@ -16,6 +16,8 @@ from simulations._scenario import load_scenario
 
 #: The primary provider fails outright 40 minutes in (after the detectors have history).
 ALPHA_FAILS = "{type: fault, at: 40m, fault: provider_outage, provider: llm-alpha, severity: 1.0, shape: sudden}"
+#: The backup fails at the same moment as the primary (it has no services yet, so only a failover shows it).
+BETA_FAILS_TOO = "{type: fault, at: 40m, fault: provider_outage, provider: llm-beta, severity: 1.0, shape: sudden}"
 #: The backup the failover moved the services to degrades 20 minutes later.
 BETA_DEGRADES = "{type: fault, at: 60m, fault: provider_outage, provider: llm-beta, severity: 0.6, shape: sudden}"
 
