@@ -33,7 +33,7 @@ BACKUP_FAILS_TOO = failover_scenario(
 )
 
 SLOW_BACKUP = failover_scenario(
-    name="slow_backup_failback",
+    name="slow_backup",
     description="llm-alpha fails at 40m; its backup llm-beta answers three times slower.",
     duration="1h",
     fleet="fleet:\n  providers:\n    llm-beta: {latency_factor: 3.0, error_rate: 0.002}\n",
