@@ -178,18 +178,28 @@ def bench_detection(  # noqa: PLR0917 - typer maps each option to a parameter
     series: Annotated[int, typer.Option(min=1, help="series in the throughput run")] = 1000,
     ticks: Annotated[int, typer.Option(min=41, help="polls in the throughput run (the first 40 are warm-up)")] = 200,
     memory_series: Annotated[int, typer.Option(min=1, help="series in the memory run")] = 10_000,
+    config: Annotated[
+        Path | None, typer.Option(help="detection config merged over the defaults, for the NAB run")
+    ] = None,
 ) -> None:
     """Throughput of the detection stage vs raw river ADWIN, memory for 10,000 series, NAB score."""
     if ctx.invoked_subcommand is not None:
         return
     _check_nab(nab)
+    from runtime.detection.config import DetectionConfigError, load_detection_config
+
+    try:
+        nab_config = load_detection_config(config) if config is not None else None
+    except (DetectionConfigError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     figures: dict[str, Any] = {}
     figures.update(measure_throughput(series, ticks))
     figures.update(measure_memory(memory_series))
     if nab is not None:
         from runtime.detection.nab import evaluate
 
-        report = evaluate(nab)
+        report = evaluate(nab, nab_config)
         typer.echo(report["text"])
         summary = report["summary"]["ALL"]
         figures["nab_standard"] = round(summary["normalized"]["standard"], 2)

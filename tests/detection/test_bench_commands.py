@@ -48,6 +48,16 @@ def test_a_folder_without_nab_data_exits_2_before_measuring(tmp_path, command):
     assert "not a NAB data folder" in result.stderr
 
 
+def test_a_bad_detection_config_for_the_nab_run_exits_2_naming_file_line_and_key(tmp_path):
+    """`bench detection --config` with a misspelt key is refused before anything is measured."""
+    (tmp_path / "score.py").write_text("")  # passes the NAB-folder check; scoring never starts
+    config = tmp_path / "robust_only.yaml"
+    config.write_text("unknown_signals: {detectors: [robust, adwin]}\ndefaults: {adwin_blok: 1}\n")
+    result = _bench(["detection", "--nab", str(tmp_path), "--config", str(config)])
+    assert result.exit_code == 2
+    assert f"{config}:2: defaults.adwin_blok" in result.stderr
+
+
 class TestSeasonalBench:
     def test_reports_both_paths_per_amplitude_with_identical_anomalies(self, tmp_path):
         """`bench detection seasonal` times the compiled and one-sample paths per amplitude and checks they agree."""
