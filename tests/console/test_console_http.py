@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from domain import IncidentState
-from tests.console._world import APPROVER_TOKEN, AUDITOR_TOKEN, VIEWER_TOKEN, World
+from tests.console._world import APPROVER_TOKEN, AUDITOR_TOKEN, VIEWER_TOKEN, World, build_world, serving
+from tests.console.conftest import failover_pending
+
+FINAL = {IncidentState.RESOLVED.value, IncidentState.ESCALATED.value, IncidentState.FAILED.value}
 
 
 @pytest.fixture
@@ -260,3 +264,26 @@ def test_approver_rejects_with_a_reason_and_the_incident_closes_rejected(
     assert world.fleet.applied_actions == []
     again = client.post(f"/console/incidents/{incident_id}/approve", data={"csrf": csrf, "comment": "late"})
     assert again.status_code == 409 and "not awaiting approval" in again.text
+
+
+def test_a_failover_that_helped_without_full_recovery_reads_improved_action_kept(
+    tmp_path: Path, connect: Connect
+) -> None:
+    """After an approved failover onto a slower backup, the page says the action was kept, not "Not recovered"."""
+    world = build_world(tmp_path / "console.sqlite", "provider_outage_after_benign_deploy")
+    with serving(world):
+        world.run_until(lambda: failover_pending(world) is not None)
+        pending = failover_pending(world)
+        assert pending is not None
+        client = connect(world, APPROVER_TOKEN)
+        csrf = _csrf(client, f"/console/incidents/{pending['id']}")
+        client.post(
+            f"/console/incidents/{pending['id']}/approve",
+            data={"csrf": csrf, "comment": "go"},
+            headers={"Origin": _origin(world)},
+        )
+        world.run_until(lambda: world.incident(pending["id"])["state"] in FINAL)
+        verification = world.incident(pending["id"])["verification"]
+        assert (verification["recovered"], verification["improved"]) == (False, True)
+        page = client.get(f"/console/incidents/{pending['id']}").text
+        assert "Improved, action kept: improved, not recovered" in page and "Not recovered" not in page
