@@ -218,9 +218,9 @@ def backtest(
         console.print(f"  CHANGED{incident} {change.describe()}", markup=False)
     if show_all:
         changed = {c.record.ref for c in report.changes}
-        for rec in records:
-            if rec.ref not in changed:
-                console.print(f"  same    {rec.ref}: {rec.decision.verdict.value}", markup=False)
+        for recorded in records:
+            if recorded.ref not in changed:
+                console.print(f"  same    {recorded.ref}: {recorded.decision.verdict.value}", markup=False)
     table = Table(title="decisions matched per rule")
     table.add_column("rule")
     table.add_column("recorded", justify="right")

@@ -170,11 +170,11 @@ def _checkpointer_for(db: str) -> tuple[Any, BaseCheckpointSaver[Any]]:
         from psycopg import Connection
         from psycopg.rows import dict_row
 
-        conn = Connection.connect(db, autocommit=True, prepare_threshold=0, row_factory=dict_row)
-        saver = PostgresSaver(conn)
+        pg = Connection.connect(db, autocommit=True, prepare_threshold=0, row_factory=dict_row)
+        saver = PostgresSaver(pg)
         saver.setup()
-        return conn, saver
+        return pg, saver
     path = db.removeprefix("sqlite:///") if db.startswith("sqlite:///") else db
-    conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    return conn, SqliteSaver(conn)
+    lite = sqlite3.connect(path, check_same_thread=False, timeout=30)
+    lite.execute("PRAGMA journal_mode=WAL")
+    return lite, SqliteSaver(lite)

@@ -151,7 +151,7 @@ class IncidentStore:
         with Session(self._engine) as session:
             query = select(IncidentRow).order_by(IncidentRow.opened_at.desc())  # type: ignore[attr-defined]
             if prefix is not None:
-                query = query.where(IncidentRow.id.startswith(prefix + "-"))  # type: ignore[attr-defined]
+                query = query.where(IncidentRow.id.startswith(prefix + "-"))
             if state is not None:
                 query = query.where(IncidentRow.state == state)
             if open_only:
