@@ -53,6 +53,14 @@ def run(  # noqa: PLR0917 - typer maps each option to a parameter
         ),
     ] = "system",
     log_level: Annotated[str, typer.Option(help="JSON log level on stderr.")] = "INFO",
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Validate --config and every file it names (constitution, topology, tokens, detection"
+            " overrides), print what the daemon would start with, and exit without starting (2 on any error).",
+        ),
+    ] = False,
 ) -> None:
     """Run the daemon: poll sources, detect, diagnose, remediate within the constitution, serve the API."""
     from runtime.config import load_config
@@ -82,6 +90,16 @@ def run(  # noqa: PLR0917 - typer maps each option to a parameter
     except Exception as error:  # config errors name file, line and key
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from error
+    if check:
+        from runtime.config_check import CheckFailed, check_config
+
+        try:
+            for line in check_config(config, loaded):
+                typer.echo(line)
+        except CheckFailed as failed:
+            typer.echo(str(failed), err=True)
+            raise typer.Exit(2) from None
+        return
     daemon_clock = None
     if clock == "simulator":
         url = simulator_url_of(loaded)
