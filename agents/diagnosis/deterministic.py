@@ -29,9 +29,9 @@ from domain import (
     Topology,
 )
 
-from .ranker import Matrix, measure_presence, service_features
-from .shifts import SeriesShift, measure_shifts, strength
-from .structure import fail_fast_evidence, fail_fast_scores, fail_fast_windows, interleave
+from .ranker import Matrix, presence_of, service_features
+from .shifts import SeriesShift, Windows, series_windows, shifts_of, strength, window_end
+from .structure import fail_fast_evidence, fail_fast_scores, interleave
 
 VERSION = "1.0.0"
 
@@ -304,35 +304,37 @@ class DeterministicDiagnoser:
 
     def analyse(self, incident: IncidentContext) -> tuple[list[Hypothesis], list[ServiceRank]]:
         """All supported hypotheses (best first) and the service localisation ranking."""
-        hypotheses, ranks, _symptoms = self._analyse(incident)
+        hypotheses, ranks, _symptoms, _windows = self._analyse(incident)
         return hypotheses, ranks
 
     def rank_table(self, incident: IncidentContext) -> RankTable:
         """What the learned ranker sees of one incident: the services confident hypotheses place
         first, the hand-weighted order, and each service's feature row (`ranker.FEATURES`)."""
-        hypotheses, ranks, symptoms = self._analyse(incident)
+        hypotheses, ranks, symptoms, windows = self._analyse(incident)
         head: list[str] = []
         for h in hypotheses:
             if h.confidence >= self.abstain_below and h.service not in head:
                 head.append(h.service)
-        presence = measure_presence(
-            incident.telemetry, sorted(symptoms), incident.onset, incident.now, before=self.before, after=self.after
-        )
+        presence = presence_of(windows)
         alerted = frozenset(a.service for a in incident.anomalies)
         services, x = service_features(symptoms, ranks, presence, alerted)
         return RankTable(tuple(head), tuple(r.service for r in ranks), services, x)
 
     def _analyse(
         self, incident: IncidentContext
-    ) -> tuple[list[Hypothesis], list[ServiceRank], dict[str, ServiceSymptoms]]:
+    ) -> tuple[list[Hypothesis], list[ServiceRank], dict[str, ServiceSymptoms], Windows]:
         topology = incident.telemetry.topology()
         services = sorted(set(topology.services) | {a.service for a in incident.anomalies})
         changes = incident.telemetry.changes(
             incident.onset - self.change_lookback, incident.onset + timedelta(minutes=5)
         )
         services = sorted(set(services) | {c.service for c in changes})
-        shifts = measure_shifts(
+        # One read of every series' windows serves the shifts, fail-fast and presence evidence.
+        windows = series_windows(
             incident.telemetry, services, incident.onset, incident.now, before=self.before, after=self.after
+        )
+        shifts = shifts_of(
+            windows, (window_end(incident.onset, incident.now, self.after) - incident.onset).total_seconds()
         )
         anomaly_ids = {(a.service, a.signal): a.id for a in sorted(incident.anomalies, key=lambda a: (a.ts, a.id))}
         refs = peer_references(shifts)
@@ -342,7 +344,7 @@ class DeterministicDiagnoser:
             flagged = frozenset(a.signal for a in incident.anomalies if a.service == service)
             symptoms[service] = ServiceSymptoms(service, own, flagged, refs)
 
-        ranks = rank_services(symptoms, topology, incident, anomaly_ids, before=self.before, after=self.after)
+        ranks = rank_services(symptoms, topology, incident, anomaly_ids, windows, after=self.after)
         hypotheses: list[Hypothesis] = []
         change_hypotheses = self._change_hypotheses(incident, changes, symptoms, anomaly_ids)
         hypotheses += change_hypotheses
@@ -351,7 +353,7 @@ class DeterministicDiagnoser:
         hypotheses += _upstream_hypotheses(ranks, topology, symptoms, anomaly_ids, incident)
         hypotheses += _symptom_hypotheses(incident, symptoms, anomaly_ids, changes)
         hypotheses.sort(key=Hypothesis.sort_key)
-        return hypotheses, ranks, symptoms
+        return hypotheses, ranks, symptoms, windows
 
     # ------------------------------------------------------------------------------------------
     def _change_hypotheses(
@@ -848,8 +850,8 @@ def rank_services(
     topology: Topology,
     incident: IncidentContext,
     anomaly_ids: Mapping[tuple[str, str], str],
+    windows: Windows,
     *,
-    before: timedelta = timedelta(minutes=30),
     after: timedelta = timedelta(minutes=30),
 ) -> list[ServiceRank]:
     """Services ranked as root-cause candidates, best first.
@@ -857,10 +859,10 @@ def rank_services(
     A service's score is its localisation (`ServiceSymptoms.localisation`) plus
     CALLER_CREDIT_WEIGHT x `caller_credit`, with a faint tie-break from below-threshold movement.
     An anomalous service none of whose callees is anomalous is marked "upstream".
-    The order is that score's, fused with two families of evidence that a weighted sum drowns:
-    caller credit (`fuse_caller_credit`), then fail-fast (`structure.fail_fast_from_telemetry`:
-    served latency falls while served workload drops). Each family gets every second place after
-    the second, so the first two places are always the score's.
+    The order is that score's, fused (`fuse_ranks`) with two families of evidence that a weighted
+    sum drowns: fail-fast (`structure.fail_fast_scores` on `windows`: served latency falls while
+    served workload drops), then caller credit. The score's leader keeps place 1; from place 2 the
+    families and the score take places in turn.
     """
     anomaly = {s: sym.localisation() for s, sym in symptoms.items()}
     ranks: list[ServiceRank] = []
@@ -886,9 +888,6 @@ def rank_services(
             )
         )
     ranks.sort(key=lambda r: (-r.score, r.service))
-    windows = fail_fast_windows(
-        incident.telemetry, sorted(symptoms), incident.onset, incident.now, before=before, after=after
-    )
     fail_fast = fail_fast_scores(windows, symptoms)
     window_s = (min(incident.now, incident.onset + after) - incident.onset).total_seconds()
     return [
@@ -897,19 +896,6 @@ def rank_services(
         else r
         for r in fuse_ranks(ranks, [fail_fast, {r.service: r.credit for r in ranks}])
     ]
-
-
-def fuse_caller_credit(ranks: Sequence[ServiceRank]) -> list[ServiceRank]:
-    """Interleave the score order with the caller-credit order, leaving the leader in place.
-
-    Place 1 follows the score; from then on the places alternate between the caller-credit list
-    (services with credit > 0, by credit, then score) and the score list, each skipping services
-    already placed. A delayed callee often shows nothing of its own: its callers' waiting is its
-    only sign, which the weighted sum lets louder, unrelated services drown. Without a call graph
-    (or when no caller waited) the order is the score's. `rank_services` fuses this family and
-    fail-fast together (`fuse_ranks`).
-    """
-    return fuse_ranks(ranks, [{r.service: r.credit for r in ranks}])
 
 
 def fuse_ranks(ranks: Sequence[ServiceRank], families: Sequence[Mapping[str, float]]) -> list[ServiceRank]:

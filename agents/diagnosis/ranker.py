@@ -20,15 +20,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from agents.ports import TelemetryReader
-
-from .shifts import SeriesShift, strength
+from .shifts import SeriesShift, Windows, strength
 
 if TYPE_CHECKING:  # pragma: no cover - types only; deterministic.py imports this module
     from .deterministic import ServiceRank, ServiceSymptoms
@@ -89,31 +86,20 @@ class SeriesPresence:
     total: int = 0
 
 
-def measure_presence(
-    telemetry: TelemetryReader,
-    services: Sequence[str],
-    onset: datetime,
-    now: datetime,
-    *,
-    before: timedelta,
-    after: timedelta,
-) -> dict[str, SeriesPresence]:
+def presence_of(windows: Windows) -> dict[str, SeriesPresence]:
     """Per service: its series that reported before onset (>= 2 points) but not after it
     (vanished), those that reported only after it (appeared), and how many series it has."""
-    end = min(now, onset + after) + timedelta(microseconds=1)
-    out: dict[str, SeriesPresence] = {}
-    for service in sorted(set(services)):
-        vanished = appeared = total = 0
-        for signal in sorted(telemetry.signals(service)):
-            n_before = len(telemetry.window(service, signal, onset - before, onset))
-            n_after = len(telemetry.window(service, signal, onset, end))
-            if n_before == 0 and n_after == 0:
-                continue
-            total += 1
-            vanished += n_before >= 2 and n_after == 0
-            appeared += n_before == 0 and n_after >= 1
-        out[service] = SeriesPresence(vanished=vanished, appeared=appeared, total=total)
-    return out
+    by_service: dict[str, list[tuple[Sequence[float], Sequence[float]]]] = {}
+    for (service, _signal), pair in windows.items():
+        by_service.setdefault(service, []).append(pair)
+    return {
+        service: SeriesPresence(
+            vanished=sum(len(before) >= 2 and not after for before, after in pairs),
+            appeared=sum(not before and len(after) >= 1 for before, after in pairs),
+            total=sum(bool(before or after) for before, after in pairs),
+        )
+        for service, pairs in sorted(by_service.items())
+    }
 
 
 def _percentiles(values: Mapping[str, float]) -> dict[str, float]:

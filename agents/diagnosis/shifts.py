@@ -10,7 +10,7 @@ not count but a fault that lasts a few samples and then recovers still does.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from statistics import median
@@ -115,6 +115,46 @@ def shift_between(
     )
 
 
+Windows = Mapping[tuple[str, str], tuple[Sequence[float], Sequence[float]]]
+"""(service, signal) -> (values before onset, values after onset), oldest first."""
+
+
+def window_end(onset: datetime, now: datetime, after: timedelta) -> datetime:
+    """The (inclusive) end of the after-window: `onset + after`, capped at `now`."""
+    return min(now, onset + after) + timedelta(microseconds=1)
+
+
+def series_windows(
+    telemetry: TelemetryReader,
+    services: Sequence[str],
+    onset: datetime,
+    now: datetime,
+    *,
+    before: timedelta,
+    after: timedelta,
+) -> dict[tuple[str, str], tuple[list[float], list[float]]]:
+    """The raw before/after values of every series of `services`: before is [onset - before,
+    onset); after is [onset, min(now, onset + after)]. Every evidence family reads these."""
+    end = window_end(onset, now, after)
+    out: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
+    for service in sorted(set(services)):
+        for signal in sorted(telemetry.signals(service)):
+            pre = [v for _, v in telemetry.window(service, signal, onset - before, onset)]
+            post = [v for _, v in telemetry.window(service, signal, onset, end)]
+            out[(service, signal)] = (pre, post)
+    return out
+
+
+def shifts_of(windows: Windows, window_s: float) -> dict[tuple[str, str], SeriesShift]:
+    """The shift of every series in `windows` that has enough points to judge."""
+    out: dict[tuple[str, str], SeriesShift] = {}
+    for (service, signal), (pre, post) in windows.items():
+        shift = shift_between(service, signal, pre, post, window_s)
+        if shift is not None:
+            out[(service, signal)] = shift
+    return out
+
+
 def measure_shifts(
     telemetry: TelemetryReader,
     services: Sequence[str],
@@ -125,17 +165,8 @@ def measure_shifts(
     after: timedelta,
 ) -> dict[tuple[str, str], SeriesShift]:
     """Shifts of every series of `services` around `onset`, keyed by (service, signal)."""
-    end = min(now, onset + after) + timedelta(microseconds=1)
-    window_s = (end - onset).total_seconds()
-    out: dict[tuple[str, str], SeriesShift] = {}
-    for service in sorted(set(services)):
-        for signal in sorted(telemetry.signals(service)):
-            pre = [v for _, v in telemetry.window(service, signal, onset - before, onset)]
-            post = [v for _, v in telemetry.window(service, signal, onset, end)]
-            shift = shift_between(service, signal, pre, post, window_s)
-            if shift is not None:
-                out[(service, signal)] = shift
-    return out
+    windows = series_windows(telemetry, services, onset, now, before=before, after=after)
+    return shifts_of(windows, (window_end(onset, now, after) - onset).total_seconds())
 
 
 def strength(worse: float, threshold: float = 3.0) -> float:

@@ -7,19 +7,19 @@ and fewer of them arrive or complete (its workload drops). Neither movement is "
 usual sense, so the shift evidence of `shifts.py`, which looks in a signal's bad direction,
 does not see it.
 
-This module scores that signature per service from raw before/after windows, using generic
-signal families only (names containing "latency" and "server"; names containing "workload"),
-and gives the family its own places in a ranking (`fuse_family`), as caller credit has: a
-separate family of evidence drowns in a weighted sum with louder, unrelated movement.
+This module scores that signature per service from raw before/after windows
+(`shifts.series_windows`), using generic signal families only (names containing "latency" and
+"server"; names containing "workload"), and gives each family of evidence its own places in a
+ranking (`interleave`): a separate family drowns in a weighted sum with louder, unrelated movement.
 
 A fall counts only when it is marked, not noise: a served-latency series must fall by a log ratio
 of at least MIN_LATENCY_FALL (about 18 %), a workload series by at least MIN_FALL_SPREADS of its own
 spreads and by that same ratio. In practice the workload term decides: a steady, small served
 workload that drops to zero for two of three consecutive minutes is a capped 50-spread fall (10
 points at the default weight), and the served-latency fall (a log ratio, typically 0.5-3) orders
-the services whose workload collapsed. Fused at place 3 after the existing ranking
-(`deterministic.rank_services`), this moves Nezha AC@3 from 61 to 64 of 101 (TrainTicket 11 -> 14,
-Online Boutique 50 -> 50, no case-id half worse; docs/DIAGNOSIS.md). Signals Homeostat knows
+the services whose workload collapsed. Interleaved with the score and caller credit after the
+score's leader (`deterministic.rank_services`), this moves Nezha AC@3 from 61 to 67 of 101 (no
+case-id half worse; docs/DIAGNOSIS.md). Signals Homeostat knows
 (`domain.Signal`) match neither family, so the simulator's scenarios are not reordered. All
 functions are pure and deterministic.
 """
@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
 from statistics import median
 
-from agents.diagnosis.shifts import EFFECT_CAP, OWN_SCALE_FLOOR, after_level, robust_scale
-from agents.ports import TelemetryReader
+from agents.diagnosis.shifts import EFFECT_CAP, OWN_SCALE_FLOOR, Windows, after_level, robust_scale
 from domain import Direction, SeriesEvidence
 
 #: Weight of the workload fall (in own spreads, capped at EFFECT_CAP) against the served-latency
@@ -47,11 +45,6 @@ MIN_FALL_SPREADS = 3.0
 #: A served-latency series counts only when it fell by at least this log ratio (about 18 %): a
 #: fail-fast is a marked drop, not noise. 0.1-0.3 give the same Nezha ranks (checked, not tuned).
 MIN_LATENCY_FALL = 0.2
-#: Places at the head of the base order that `fuse_family` leaves alone.
-FUSE_KEEP = 2
-
-Windows = Mapping[tuple[str, str], tuple[Sequence[float], Sequence[float]]]
-"""(service, signal) -> (values before onset, values after onset), oldest first."""
 
 
 def is_served_latency(signal: str) -> bool:
@@ -121,80 +114,6 @@ def fail_fast_scores(
         elif is_workload(signal) and fell_clearly(before, after):
             traffic[service] = max(traffic.get(service, 0.0), spread_fall(before, after))
     return {s: latency.get(s, 0.0) + traffic_weight * traffic.get(s, 0.0) for s in sorted(set(services))}
-
-
-def series_windows(
-    telemetry: TelemetryReader,
-    services: Sequence[str],
-    onset: datetime,
-    now: datetime,
-    *,
-    before: timedelta,
-    after: timedelta,
-    signals: Iterable[str] | None = None,
-) -> dict[tuple[str, str], tuple[list[float], list[float]]]:
-    """The raw before/after values of the series of `services`, on the windows `measure_shifts` uses.
-
-    Before is [onset - before, onset); after is [onset, min(now, onset + after)]. With `signals`,
-    only those signal names are read; otherwise every signal each service reported.
-    """
-    end = min(now, onset + after) + timedelta(microseconds=1)
-    wanted = None if signals is None else set(signals)
-    out: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
-    for service in sorted(set(services)):
-        for signal in sorted(telemetry.signals(service)):
-            if wanted is not None and signal not in wanted:
-                continue
-            pre = [v for _, v in telemetry.window(service, signal, onset - before, onset)]
-            post = [v for _, v in telemetry.window(service, signal, onset, end)]
-            out[(service, signal)] = (pre, post)
-    return out
-
-
-def fail_fast_windows(
-    telemetry: TelemetryReader,
-    services: Sequence[str],
-    onset: datetime,
-    now: datetime,
-    *,
-    before: timedelta,
-    after: timedelta,
-) -> dict[tuple[str, str], tuple[list[float], list[float]]]:
-    """`series_windows` of the served-latency and workload series of `services` only."""
-    names = {
-        signal
-        for service in set(services)
-        for signal in telemetry.signals(service)
-        if is_served_latency(signal) or is_workload(signal)
-    }
-    return series_windows(telemetry, services, onset, now, before=before, after=after, signals=names)
-
-
-def fail_fast_from_telemetry(
-    telemetry: TelemetryReader,
-    services: Sequence[str],
-    onset: datetime,
-    now: datetime,
-    *,
-    before: timedelta,
-    after: timedelta,
-    traffic_weight: float = FAIL_FAST_TRAFFIC_WEIGHT,
-) -> dict[str, float]:
-    """`fail_fast_scores` on the served-latency and workload series of `services`, read from telemetry."""
-    windows = fail_fast_windows(telemetry, services, onset, now, before=before, after=after)
-    return fail_fast_scores(windows, services, traffic_weight=traffic_weight)
-
-
-def fuse_family(order: Sequence[str], family: Mapping[str, float], *, keep: int = FUSE_KEEP) -> list[str]:
-    """Give a family of evidence every second place after the first `keep` places of `order`.
-
-    `order` is a complete ranking, best first. The family list holds the services of `order`
-    with a positive family score, by score, ties in `order`'s order. After `order[:keep]`, the
-    places alternate: the family's best service not yet placed, then the next of `order`, each
-    list skipping services already placed. Without positive scores, `order` is returned as is.
-    Services in `family` but not in `order` are ignored.
-    """
-    return interleave(order, [family], keep=keep)
 
 
 def interleave(order: Sequence[str], families: Sequence[Mapping[str, float]], *, keep: int) -> list[str]:

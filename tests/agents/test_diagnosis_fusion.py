@@ -4,7 +4,7 @@ louder, unrelated movements outscore it, and the first place stays the score's."
 from __future__ import annotations
 
 from agents.diagnosis import DeterministicDiagnoser, ServiceRank
-from agents.diagnosis.deterministic import fuse_caller_credit
+from agents.diagnosis.deterministic import fuse_ranks
 from domain import SeriesEvidence
 
 from .test_diagnosis_peers import CLIENT, CPU, MEM, PODS, incident, ranked
@@ -16,6 +16,11 @@ LOUD_ELSEWHERE = {("front", CLIENT): 1.2, ("ads", CPU): 8.0, ("mail", CPU): 6.0,
 
 def _rank(service: str, score: float, credit: float = 0.0) -> ServiceRank:
     return ServiceRank(service=service, score=score, anomaly=score, upstream=False, credit=credit)
+
+
+def _fuse_credit(ranks: list[ServiceRank]) -> list[ServiceRank]:
+    """The shipped fusion with caller credit as its only family."""
+    return fuse_ranks(ranks, [{r.service: r.credit for r in ranks}])
 
 
 class TestCallerCreditPlaces:
@@ -35,7 +40,7 @@ class TestCallerCreditPlaces:
 
     def test_the_leader_keeps_first_place_even_with_less_credit(self) -> None:
         """The best-scored service stays first though another has all the caller credit."""
-        fused = fuse_caller_credit([_rank("a", 5.0), _rank("b", 4.0), _rank("c", 3.0), _rank("d", 1.0, credit=2.0)])
+        fused = _fuse_credit([_rank("a", 5.0), _rank("b", 4.0), _rank("c", 3.0), _rank("d", 1.0, credit=2.0)])
         assert [r.service for r in fused] == ["a", "d", "b", "c"]
 
     def test_places_alternate_and_every_service_appears_once(self) -> None:
@@ -43,7 +48,7 @@ class TestCallerCreditPlaces:
         ranks = [
             _rank(s, 10.0 - i, credit=c) for i, (s, c) in enumerate(zip("abcdefg", (0, 1, 0, 0, 3, 0, 2), strict=True))
         ]
-        fused = [r.service for r in fuse_caller_credit(ranks)]
+        fused = [r.service for r in _fuse_credit(ranks)]
         assert fused == ["a", "e", "b", "g", "c", "d", "f"]
         assert sorted(fused) == sorted("abcdefg")
 
