@@ -202,6 +202,11 @@ class SystemTopology:
         return cls(path, frozenset(load_topology(path, ()).services))
 
 
+def system_topologies(paths: Sequence[Path] | None) -> list[SystemTopology]:
+    """The `--topology` files of `case`, `bench` and `train`, each read and checked now."""
+    return [SystemTopology.load(p) for p in paths or ()]
+
+
 def system_topology_for(services: AbstractSet[str], candidates: Sequence[SystemTopology]) -> Path | None:
     """The candidate that names most of `services` (the first on ties), if it names at least
     MIN_TOPOLOGY_COVER of them."""
@@ -398,8 +403,8 @@ def _diagnoser(kind: str | None, config: Path | None = None) -> Diagnoser:
 
 
 SYSTEM_TOPOLOGY_HELP = (
-    "a system's topology JSON (repeatable) for case folders without their own topology.json: a case uses"
-    " the file that names the most of its services, if that is at least half of them"
+    "a system's topology file (JSON or YAML, repeatable) for case folders without their own topology.json:"
+    " a case uses the file that names the most of its services, if that is at least half of them"
 )
 DIAGNOSER_HELP = "deterministic | llm (default: the --config file's diagnoser section, else deterministic)"
 CONFIG_HELP = "homeostat.yaml whose diagnoser: section to use, as the daemon does (else HOMEOSTAT_LLM_* variables)"
@@ -412,7 +417,10 @@ def diagnose(
     samples: Annotated[Path | None, typer.Option(help="samples JSONL: {ts, service, signal, value} a line")] = None,
     anomaly: Annotated[Path | None, typer.Option(help="anomaly JSON: {service, signal, ts}")] = None,
     changes: Annotated[Path | None, typer.Option(help="changes JSONL: {ts, service, kind, from, to, actor}")] = None,
-    topology: Annotated[Path | None, typer.Option(help="topology JSON: {edges: [caller, callee] pairs}")] = None,
+    topology: Annotated[
+        Path | None,
+        typer.Option(help="topology JSON or YAML: {edges: [[caller, callee]]} and/or {services}"),
+    ] = None,
     diagnoser: Annotated[str | None, typer.Option(help=DIAGNOSER_HELP)] = None,
     config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print {ranked: [...], abstain} as JSON")] = False,
@@ -445,7 +453,7 @@ def case_command(
 ) -> None:
     """Print the diagnosis of one case folder with its evidence (truth.json is not read)."""
     try:
-        case = load_case_dir(folder, [SystemTopology.load(p) for p in topology or ()])
+        case = load_case_dir(folder, system_topologies(topology))
     except CaseFormatError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -491,6 +499,14 @@ def case_folders(cases_dir: Path) -> tuple[list[Path], dict[str, str]]:
     return folders, systems
 
 
+def read_truth(folder: Path) -> dict[str, Any]:
+    """A labelled case's truth.json; it must name the root cause as a 'root_cause_service' string."""
+    truth = _read_json(folder / "truth.json")
+    if not isinstance(truth, dict) or not isinstance(truth.get("root_cause_service"), str):
+        raise CaseFormatError(f"{folder / 'truth.json'}: needs a 'root_cause_service' string")
+    return truth
+
+
 def run_bench(
     cases_dir: Path, diagnoser: Diagnoser, system_topologies: Sequence[SystemTopology] = ()
 ) -> list[CaseResult]:
@@ -502,9 +518,7 @@ def run_bench(
         started = time.perf_counter()
         _diagnosis, ranked = ranked_output(diagnoser, case.context)
         seconds = time.perf_counter() - started
-        truth = _read_json(folder / "truth.json")  # only now, after the diagnosis is made
-        if not isinstance(truth, dict) or not isinstance(truth.get("root_cause_service"), str):
-            raise CaseFormatError(f"{folder / 'truth.json'}: needs a 'root_cause_service' string")
+        truth = read_truth(folder)  # only now, after the diagnosis is made
         results.append(
             CaseResult(
                 case=folder.name,
@@ -553,7 +567,7 @@ def bench_command(
 ) -> None:
     """Root-cause-service AC@1/AC@3/AC@5 and time per case on a labelled case set."""
     try:
-        results = run_bench(cases, _diagnoser(diagnoser, config), [SystemTopology.load(p) for p in topology or ()])
+        results = run_bench(cases, _diagnoser(diagnoser, config), system_topologies(topology))
     except CaseFormatError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -644,14 +658,10 @@ def load_ranking_cases(cases_dir: Path, system_topologies: Sequence[SystemTopolo
     for folder in folders:
         case = load_case_dir(folder, system_topologies)
         table = diagnoser.rank_table(case.context)
-        truth_path = folder / "truth.json"
-        truth = _read_json(truth_path)
-        if not isinstance(truth, dict) or not isinstance(truth.get("root_cause_service"), str):
-            raise CaseFormatError(f"{truth_path}: needs a 'root_cause_service' string")
-        culprit = truth["root_cause_service"]
+        culprit = read_truth(folder)["root_cause_service"]
         if culprit not in table.services:
             raise CaseFormatError(
-                f"{truth_path}: root_cause_service {culprit!r} has no samples in {folder / 'samples.jsonl'}"
+                f"{folder / 'truth.json'}: root_cause_service {culprit!r} has no samples in {folder / 'samples.jsonl'}"
             )
         out.append(
             RankingCase(
@@ -763,7 +773,7 @@ def train_command(
         if features is not None:
             chosen = [n.strip() for n in features.split(",") if n.strip()]
             select_features([], chosen)  # refuse unknown names before the slow load
-        ranking_cases = load_ranking_cases(cases, [SystemTopology.load(p) for p in topology or ()])
+        ranking_cases = load_ranking_cases(cases, system_topologies(topology))
         if features is not None:
             ranking_cases = select_features(ranking_cases, chosen)
             chosen = [n for n in FEATURES if n in set(chosen)]
