@@ -304,6 +304,11 @@ class HaConfig(_Section):
         return self
 
 
+def database_shown(url: str) -> str:
+    """A database URL as it may be printed: everything before the last '@' (user and password) dropped."""
+    return url.rsplit("@", maxsplit=1)[-1]
+
+
 class HomeostatConfig(_Section):
     """The whole ``homeostat.yaml``."""
 
@@ -329,7 +334,7 @@ class HomeostatConfig(_Section):
     @classmethod
     def _database(cls, value: str) -> str:
         if not (value.startswith("sqlite:///") or re.match(r"^postgres(ql)?(\+\w+)?://", value)):
-            shown = value.rsplit("@", maxsplit=1)[-1]  # never echo a password
+            shown = database_shown(value)
             raise ValueError(f"must be sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB, got {shown!r}")
         return value
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from policies import ConstitutionError, load_constitution
 from policies.yaml_lines import ConfigFileError
 from runtime.auth import TokenAuthority
-from runtime.config import HomeostatConfig
+from runtime.config import HomeostatConfig, database_shown
 from runtime.detection import load_detection_config
 from runtime.detection.config import DetectionConfigError
 from runtime.topology_file import load_topology_file
@@ -30,18 +30,14 @@ def check_config(path: Path, config: HomeostatConfig) -> list[str]:
 
 def _lines(path: Path, config: HomeostatConfig) -> Iterator[str]:
     yield f"config ok: {path}"
-    shown = config.database_url.rsplit("@", maxsplit=1)[-1]  # never print a password
-    yield f"  database: {shown}"
+    yield f"  database: {database_shown(config.database_url)}"
     try:
         constitution = load_constitution(config.constitution)
     except (ConstitutionError, OSError) as exc:
         raise CheckFailed(str(exc)) from None
     yield f"  constitution: {config.constitution} ({len(constitution.rules)} rules, digest {constitution.digest[:12]})"
     if config.topology is not None:
-        try:
-            topology = load_topology_file(config.topology)
-        except ConfigFileError as exc:
-            raise CheckFailed(str(exc)) from None
+        topology = load_topology_file(config.topology)  # load_config has already refused a bad one
         providers = sorted({info.provider for info in topology.services.values() if info.provider})
         calls = sum(len(info.depends_on) for info in topology.services.values())
         yield (

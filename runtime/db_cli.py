@@ -11,6 +11,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from runtime.config import database_shown
 from runtime.store import engine_for
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -55,10 +56,6 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
-def _shown(url: str) -> str:
-    return url.rsplit("@", maxsplit=1)[-1]  # never echo a password
-
-
 @app.command("upgrade")
 def upgrade_cmd(
     db: Annotated[str, typer.Option("--db", help="database: a SQLite path, sqlite:///PATH or postgresql://...")],
@@ -68,9 +65,9 @@ def upgrade_cmd(
     try:
         now = upgrade(db, revision)
     except Exception as error:
-        typer.echo(f"error: cannot upgrade {_shown(db)}: {type(error).__name__}: {error}", err=True)
+        typer.echo(f"error: cannot upgrade {database_shown(db)}: {type(error).__name__}: {error}", err=True)
         raise typer.Exit(1) from error
-    typer.echo(f"{_shown(db)}: at revision {now}")
+    typer.echo(f"{database_shown(db)}: at revision {now}")
 
 
 @app.command("current")

@@ -38,9 +38,9 @@ from policies.yaml_lines import ConfigFileError, ConfigIssue, Locate, load_yaml_
 UNKNOWN_WIRING: dict[str, Any] = {"provider": "", "model_version": "", "prompt_version": "", "traffic_share": 0.0}
 
 
-def bare_service(name: str, depends_on: Iterable[str] = ()) -> ServiceInfo:
-    """A service known by name (and its callees) only."""
-    return ServiceInfo.model_validate({"name": name, **UNKNOWN_WIRING, "depends_on": tuple(sorted(set(depends_on)))})
+def bare_service(name: str) -> ServiceInfo:
+    """A service known by name only."""
+    return ServiceInfo.model_validate({"name": name, **UNKNOWN_WIRING})
 
 
 def load_topology_file(path: Path, services: Iterable[str] = ()) -> Topology:
