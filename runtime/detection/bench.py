@@ -10,9 +10,12 @@ import time
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from runtime.detection.config import DetectionConfig
 
 _SIGNALS = ("latency_p95_ms", "error_rate", "quality_score", "tokens_per_request", "gpu_temperature")
 _LEVELS = {"latency_p95_ms": 600.0, "error_rate": 0.01, "quality_score": 0.85, "tokens_per_request": 900.0}
@@ -162,6 +165,17 @@ def _check_nab(nab: Path | None) -> None:
         raise typer.Exit(2)
 
 
+def _detection_config(path: Path | None) -> DetectionConfig | None:
+    """`--config`, merged over the defaults; exit 2 naming its file, line and key if it is bad."""
+    from runtime.detection.config import DetectionConfigError, load_detection_config
+
+    try:
+        return load_detection_config(path) if path is not None else None
+    except (DetectionConfigError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 _JSON = Annotated[Path | None, typer.Option("--json", help="also write the figures to this JSON file")]
 
 detection_app = typer.Typer(
@@ -186,13 +200,7 @@ def bench_detection(  # noqa: PLR0917 - typer maps each option to a parameter
     if ctx.invoked_subcommand is not None:
         return
     _check_nab(nab)
-    from runtime.detection.config import DetectionConfigError, load_detection_config
-
-    try:
-        nab_config = load_detection_config(config) if config is not None else None
-    except (DetectionConfigError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    nab_config = _detection_config(config)
     figures: dict[str, Any] = {}
     figures.update(measure_throughput(series, ticks))
     figures.update(measure_memory(memory_series))
@@ -266,13 +274,12 @@ def bench_fleet(
 ) -> None:
     """Detection alone on every simulator scenario in polls: alarms on the faulty service, on controls."""
     from runtime.detection.bench_fleet import load, scan_fleet
-    from runtime.detection.config import DetectionConfigError, load_detection_config
     from simulations import ScenarioError
 
+    detection_config = _detection_config(config)
     try:
         chosen = load(scenarios)
-        detection_config = load_detection_config(config) if config is not None else None
-    except (ScenarioError, DetectionConfigError, OSError) as exc:
+    except (ScenarioError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     if only:
