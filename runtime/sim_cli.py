@@ -317,28 +317,15 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def _find_scenario(name: str) -> Scenario:
-    """A shipped scenario by name (or file stem), or a scenario YAML by path."""
-    from simulations import ScenarioError, builtin_scenarios, load_scenario
+    """A shipped scenario by name, or a scenario YAML by path (`runtime.simulate.resolve_scenario`)."""
+    from runtime.simulate import SimulateError, resolve_scenario
+    from simulations import ScenarioError, load_scenario
 
-    path = Path(name)
     try:
-        if path.suffix in (".yaml", ".yml") and path.is_file():
-            return load_scenario(path)
-        for candidate in builtin_scenarios():
-            if candidate.stem == name:
-                return load_scenario(candidate)
-        for candidate in builtin_scenarios():
-            scenario = load_scenario(candidate)
-            if scenario.name == name:
-                return scenario
-    except ScenarioError as exc:
+        return load_scenario(resolve_scenario(name))
+    except (SimulateError, ScenarioError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    known = ", ".join(sorted(p.stem for p in builtin_scenarios()))
-    typer.echo(
-        f"error: --scenario: no shipped scenario named {name!r} and no such YAML file (shipped: {known})", err=True
-    )
-    raise typer.Exit(2)
 
 
 def play_seed(scenario: Scenario, seed: int) -> dict[str, Any]:

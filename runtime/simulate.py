@@ -46,7 +46,9 @@ def resolve_scenario(name: str) -> Path:
     shipped = {p.stem: p for p in builtin_scenarios()}
     if name in shipped:
         return shipped[name]
-    raise SimulateError(f"--scenario: no scenario file or shipped scenario named {name!r}; shipped: {sorted(shipped)}")
+    raise SimulateError(
+        f"--scenario: no shipped scenario named {name!r} and no such YAML file; shipped: {sorted(shipped)}"
+    )
 
 
 def free_port() -> int:

@@ -52,8 +52,8 @@ class SupervisorSettings:
     settle_max_s: float = 60.0
     """Hard cap on the settle period, in seconds after the incident opened, so a steady trickle of
     anomalies cannot keep an incident from being diagnosed. Wall clock. The default, equal to
-    settle_s, keeps the deadline fixed: a longer settle let later symptoms into the incident that
-    the verify step then judged against a failover's accepted latency cost (docs/DAEMON.md)."""
+    settle_s, keeps the deadline fixed: a 180-s cap scored worse on the sim bench (a failback in
+    provider_degradation_gradual; docs/DAEMON.md, "Grouping and cooldown")."""
     group_window_s: float = 180.0
     """Anomalies on other services whose timestamps lie within this many seconds of the nearest
     anomaly of a settling incident join it, so a chained cascade stays one incident. Data time."""
